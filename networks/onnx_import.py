@@ -165,6 +165,10 @@ class _Converter:
             raise UnsupportedOpError(f"{self.source}: unsupported ONNX ops: {', '.join(bad)}")
 
     def convert_node(self, node: onnx.NodeProto) -> None:
+        undefined = [i for i in node.input if i and i not in self.consts and i not in self.alias]
+        if undefined:
+            raise NetworkError(f"{self.source}: {node.op_type} node '{node.name or node.output[0]}' "
+                               f"reads undefined tensor(s) {', '.join(undefined)}")
         if all(self.is_const(i) for i in node.input):
             self.fold(node)
             return
