@@ -1,0 +1,584 @@
+"""Back-substitution of linear bounds through the IR: the engine behind
+DeepPoly, CROWN and alpha-CROWN.
+
+A linear bound on a node t is carried backwards as coefficient tensors
+lA, uA of shape (B, m, *shape(v)) for every node v, plus constants
+lbias, ubias of shape (B, m), meaning
+
+    lA . v + lbias  <=  (A_t . t)  <=  uA . v + ubias     for every input in the region.
+
+Linear ops map the coefficients exactly (their transpose); a nonlinear op
+is replaced by its `Relaxation` (a lower line and an upper line per neuron,
+valid on the node's input bounds). At the Input node the coefficients are
+concretised over the box: min over x in [lo, hi] of lA . x.
+
+Shapes: B = batch of regions, m = rows being bounded (spec rows or neurons).
+Soundness: every map below is exact or uses a relaxation that is valid on the
+given input bounds, so the result is a sound bound (up to float rounding,
+which the tests bound by 1e-5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from networks.ir import (
+    Add, Affine, AvgPool, Concat, Conv, Input, Layer, Linear, MaxPool, Network, Node, Pad, Relu,
+    Reshape, Sigmoid, Tanh, Transpose,
+)
+
+Bounds = tuple[Tensor, Tensor]
+
+
+@dataclass(frozen=True)
+class Relaxation:
+    """Elementwise linear relaxation of y = f(x) on x in [l, u]:
+    lw * x + lb <= y <= uw * x + ub. All tensors (B, *shape)."""
+
+    lw: Tensor
+    lb: Tensor
+    uw: Tensor
+    ub: Tensor
+
+
+@dataclass(frozen=True)
+class MaxPoolRelaxation:
+    """DeepPoly's MaxPool relaxation: y >= x[lower_index]; y <= x[upper_index]
+    where `exact` (one window element dominates), else y <= upper_const.
+    Indices point into the zero-padded, flattened input; shapes (B, *out_shape)."""
+
+    lower_index: Tensor  # long
+    upper_index: Tensor  # long
+    exact: Tensor  # bool
+    upper_const: Tensor
+
+
+# ----------------------------------------------------------------- relaxations
+
+def relu_relaxation(l: Tensor, u: Tensor, lower_slope: Tensor | None = None) -> Relaxation:
+    """Triangle relaxation of ReLU. Upper: the chord u (x - l) / (u - l) on
+    unstable neurons. Lower: slope `lower_slope` in [0, 1] (default: the
+    area heuristic 1 if u > -l else 0, used by DeepPoly and CROWN)."""
+    unstable = (l < 0) & (u > 0)
+    active = l >= 0
+    denom = torch.where(unstable, u - l, torch.ones_like(u))
+    uw = torch.where(unstable, u / denom, active.to(u.dtype))
+    ub = torch.where(unstable, -l * u / denom, torch.zeros_like(u))
+    if lower_slope is None:
+        lower_slope = (u > -l).to(u.dtype)
+    lw = torch.where(unstable, lower_slope, active.to(u.dtype))
+    return Relaxation(lw, torch.zeros_like(l), uw, ub)
+
+
+def _s_shaped_relaxation(f: Callable[[Tensor], Tensor], df: Callable[[Tensor], Tensor],
+                         l: Tensor, u: Tensor) -> Relaxation:
+    """DeepPoly's relaxation of sigmoid/tanh (Singh et al., POPL 2019, Sec. 4):
+    chord slope lam = (f(u)-f(l))/(u-l), tangent-like slope lam' = min(f'(l), f'(u)).
+    l > 0: lower chord through l, upper lam' through u; u <= 0: the mirror;
+    otherwise both lines use lam'. Intercepts are widened by a tiny margin
+    against float rounding."""
+    fl, fu = f(l), f(u)
+    width = u - l
+    flat = width <= 1e-6
+    lam = torch.where(flat, torch.zeros_like(u), (fu - fl) / torch.where(flat, torch.ones_like(width), width))
+    lam_p = torch.minimum(df(l), df(u))
+    pos, neg = l > 0, u <= 0
+    lw = torch.where(pos, lam, lam_p)
+    uw = torch.where(neg, lam, lam_p)
+    lw = torch.where(flat, torch.zeros_like(lw), lw)
+    uw = torch.where(flat, torch.zeros_like(uw), uw)
+    lb = torch.where(flat, torch.minimum(fl, fu), fl - lw * l)
+    ub = torch.where(flat, torch.maximum(fl, fu), fu - uw * u)
+    slack = 1e-6 * (1 + fl.abs() + fu.abs() + (lw.abs() + uw.abs()) * (l.abs() + u.abs()))
+    return Relaxation(lw, lb - slack, uw, ub + slack)
+
+
+def sigmoid_relaxation(l: Tensor, u: Tensor) -> Relaxation:
+    return _s_shaped_relaxation(torch.sigmoid, lambda x: torch.sigmoid(x) * (1 - torch.sigmoid(x)), l, u)
+
+
+def tanh_relaxation(l: Tensor, u: Tensor) -> Relaxation:
+    return _s_shaped_relaxation(torch.tanh, lambda x: 1 - torch.tanh(x) ** 2, l, u)
+
+
+def _pool_windows(layer: MaxPool, x: Tensor, fill: float) -> Tensor:
+    """(B, C, oH, oW, k) window values of x padded with `fill`."""
+    t, le, b, r = layer.pads
+    xp = F.pad(x, (le, r, t, b), value=fill)
+    win = xp.unfold(2, layer.kernel[0], layer.stride[0]).unfold(3, layer.kernel[1], layer.stride[1])
+    return win.reshape(*win.shape[:4], -1)
+
+
+def maxpool_relaxation(layer: MaxPool, l: Tensor, u: Tensor) -> MaxPoolRelaxation:
+    """DeepPoly's MaxPool transformer: if the element with the largest lower
+    bound dominates its window (its lower >= every other upper), y equals it;
+    otherwise y >= that element and y <= max of the window's uppers."""
+    B, C, H, W = l.shape
+    t, le, b, r = layer.pads
+    Hp, Wp = H + t + b, W + le + r
+    index = torch.arange(Hp * Wp, device=l.device).reshape(1, 1, Hp, Wp).expand(B, C, Hp, Wp)
+    index_win = index.unfold(2, layer.kernel[0], layer.stride[0]).unfold(3, layer.kernel[1], layer.stride[1])
+    index_win = index_win.reshape(*index_win.shape[:4], -1)
+    lw = _pool_windows(layer, l, float("-inf"))
+    uw = _pool_windows(layer, u, float("-inf"))
+    best = lw.argmax(-1, keepdim=True)
+    best_lower = lw.gather(-1, best).squeeze(-1)
+    others_upper = uw.scatter(-1, best, float("-inf")).amax(-1)
+    exact = best_lower >= others_upper
+    chosen = index_win.gather(-1, best).squeeze(-1)
+    return MaxPoolRelaxation(chosen, chosen, exact, uw.amax(-1))
+
+
+# ------------------------------------------------------------- backward maps
+# Each takes (layer, node, lA, uA, ctx) and returns (per-input list of (lA, uA),
+# lbias_add, ubias_add). lA/uA may be None when only one side is bounded.
+
+Side = Tensor | None
+BackwardResult = tuple[list[tuple[Side, Side]], Tensor | float, Tensor | float]
+
+
+def _flat_dot(A: Tensor, v: Tensor) -> Tensor:
+    """sum over the per-sample dims of A (B or 1, m, *s) * v (B or 1, *s) -> (B, m).
+    A batch-independent A (leading dim 1) becomes one matrix product."""
+    if A.shape[0] == 1:
+        return v.reshape(v.shape[0], -1).matmul(A[0].reshape(A.shape[1], -1).transpose(0, 1))
+    if v.shape[0] == 1:
+        return A.reshape(A.shape[0], A.shape[1], -1).matmul(v.reshape(-1))
+    return torch.bmm(A.reshape(A.shape[0], A.shape[1], -1), v.reshape(v.shape[0], -1, 1)).squeeze(-1)
+
+
+def _map(A: Side, fn: Callable[[Tensor], Tensor]) -> Side:
+    return None if A is None else fn(A)
+
+
+def _linear_back(layer: Linear, node: Node, lA: Side, uA: Side, ctx: "_Context") -> BackwardResult:
+    W, b = layer.weight.to(ctx.dtype), layer.bias.to(ctx.dtype)
+
+    def back(A: Tensor) -> Tensor:
+        return A.matmul(W)
+
+    def bias(A: Side) -> Tensor | float:
+        return 0.0 if A is None else (A * b).sum(-1) if A.dim() == 3 else (A.matmul(b)).flatten(2).sum(-1)
+    return [(_map(lA, back), _map(uA, back))], bias(lA), bias(uA)
+
+
+def _conv_back(layer: Conv, node: Node, lA: Side, uA: Side, ctx: "_Context") -> BackwardResult:
+    in_shape = ctx.shapes[node.inputs[0]]
+    W = layer.weight.to(ctx.dtype)
+    t, le, bo, r = layer.pads
+    Hp, Wp = in_shape[1] + t + bo, in_shape[2] + le + r
+
+    def back(A: Tensor) -> Tensor:
+        B, m = A.shape[:2]
+        out = A.reshape(B * m, *A.shape[2:])
+        kh, kw = W.shape[2:]
+        oh = (out.shape[2] - 1) * layer.stride[0] + layer.dilation[0] * (kh - 1) + 1
+        ow = (out.shape[3] - 1) * layer.stride[1] + layer.dilation[1] * (kw - 1) + 1
+        x = F.conv_transpose2d(out, W, None, layer.stride, 0, (Hp - oh, Wp - ow), 1, layer.dilation)
+        x = x[:, :, t:t + in_shape[1], le:le + in_shape[2]]
+        return x.reshape(B, m, *in_shape)
+
+    def bias(A: Side) -> Tensor | float:
+        return 0.0 if A is None else (A.sum((-1, -2)) * layer.bias.to(ctx.dtype)).sum(-1)
+    return [(_map(lA, back), _map(uA, back))], bias(lA), bias(uA)
+
+
+def _affine_back(layer: Affine, node: Node, lA: Side, uA: Side, ctx: "_Context") -> BackwardResult:
+    s, c = layer.scale.to(ctx.dtype), layer.shift.to(ctx.dtype)
+    bias = (lambda A: 0.0 if A is None else (A * c).flatten(2).sum(-1))
+    return [(_map(lA, lambda A: A * s), _map(uA, lambda A: A * s))], bias(lA), bias(uA)
+
+
+def _add_back(layer: Add, node: Node, lA: Side, uA: Side, ctx: "_Context") -> BackwardResult:
+    return [(lA, uA), (lA, uA)], 0.0, 0.0
+
+
+def _reshape_back(layer: Layer, node: Node, lA: Side, uA: Side, ctx: "_Context") -> BackwardResult:
+    in_shape = ctx.shapes[node.inputs[0]]
+    back = (lambda A: A.reshape(*A.shape[:2], *in_shape))
+    return [(_map(lA, back), _map(uA, back))], 0.0, 0.0
+
+
+def _transpose_back(layer: Transpose, node: Node, lA: Side, uA: Side, ctx: "_Context") -> BackwardResult:
+    inverse = [0] * len(layer.perm)
+    for i, p in enumerate(layer.perm):
+        inverse[p] = i
+    back = (lambda A: A.permute(0, 1, *(p + 2 for p in inverse)))
+    return [(_map(lA, back), _map(uA, back))], 0.0, 0.0
+
+
+def _pad_back(layer: Pad, node: Node, lA: Side, uA: Side, ctx: "_Context") -> BackwardResult:
+    in_shape = ctx.shapes[node.inputs[0]]
+    n = len(layer.pads) // 2
+    index = tuple(slice(layer.pads[d], layer.pads[d] + in_shape[d]) for d in range(n))
+
+    def back(A: Tensor) -> Tensor:
+        return A[(slice(None), slice(None)) + index]
+
+    def bias(A: Side) -> Tensor | float:
+        if A is None or layer.value == 0:
+            return 0.0
+        return (A.flatten(2).sum(-1) - back(A).flatten(2).sum(-1)) * layer.value
+    return [(_map(lA, back), _map(uA, back))], bias(lA), bias(uA)
+
+
+def _concat_back(layer: Concat, node: Node, lA: Side, uA: Side, ctx: "_Context") -> BackwardResult:
+    sizes = [ctx.shapes[i][layer.axis] for i in node.inputs]
+    dim = layer.axis + 2
+    ls = lA.split(sizes, dim) if lA is not None else [None] * len(sizes)
+    us = uA.split(sizes, dim) if uA is not None else [None] * len(sizes)
+    return list(zip(ls, us)), 0.0, 0.0
+
+
+def _avgpool_back(layer: AvgPool, node: Node, lA: Side, uA: Side, ctx: "_Context") -> BackwardResult:
+    in_shape = ctx.shapes[node.inputs[0]]
+
+    def back(A: Tensor) -> Tensor:
+        B, m = A.shape[:2]
+        x = torch.zeros(1, *in_shape, dtype=A.dtype, device=A.device)
+        _, vjp = torch.func.vjp(layer.forward, x.expand(B * m, *in_shape))
+        return vjp(A.reshape(B * m, *A.shape[2:]))[0].reshape(B, m, *in_shape)
+    return [(_map(lA, back), _map(uA, back))], 0.0, 0.0
+
+
+def _elementwise_back(relax: Relaxation, lA: Side, uA: Side) -> BackwardResult:
+    """Through y = f(x) with lw x + lb <= y <= uw x + ub."""
+    lw, lb, uw, ub = (t.unsqueeze(1) for t in (relax.lw, relax.lb, relax.uw, relax.ub))
+    nl = nu = None
+    lbias: Tensor | float = 0.0
+    ubias: Tensor | float = 0.0
+    if lA is not None:
+        pos, neg = lA.clamp(min=0), lA.clamp(max=0)
+        nl = pos * lw + neg * uw
+        lbias = (pos * lb + neg * ub).flatten(2).sum(-1)
+    if uA is not None:
+        pos, neg = uA.clamp(min=0), uA.clamp(max=0)
+        nu = pos * uw + neg * lw
+        ubias = (pos * ub + neg * lb).flatten(2).sum(-1)
+    return [(nl, nu)], lbias, ubias
+
+
+def _activation_back(layer: Layer, node: Node, lA: Side, uA: Side, ctx: "_Context") -> BackwardResult:
+    relax = ctx.relaxation(node)
+    if isinstance(relax, Relaxation) and ctx.alpha is not None and node.name in ctx.alpha:
+        alpha = ctx.alpha[node.name]  # (B, m, *shape) lower slopes for the current rows
+        l, u = ctx.bounds[node.inputs[0]]
+        unstable = ((l < 0) & (u > 0)).unsqueeze(1)
+        lw_rows = torch.where(unstable, alpha, relax.lw.unsqueeze(1))
+        return _elementwise_back_rows(relax, lw_rows, lA, uA)
+    return _elementwise_back(relax, lA, uA)
+
+
+def _elementwise_back_rows(relax: Relaxation, lw_rows: Tensor, lA: Side, uA: Side) -> BackwardResult:
+    """ReLU back-substitution with per-row lower slopes (alpha-CROWN); intercept 0."""
+    uw, ub = relax.uw.unsqueeze(1), relax.ub.unsqueeze(1)
+    nl = nu = None
+    lbias: Tensor | float = 0.0
+    ubias: Tensor | float = 0.0
+    if lA is not None:
+        pos, neg = lA.clamp(min=0), lA.clamp(max=0)
+        nl = pos * lw_rows + neg * uw
+        lbias = (neg * ub).flatten(2).sum(-1)
+    if uA is not None:
+        pos, neg = uA.clamp(min=0), uA.clamp(max=0)
+        nu = pos * uw + neg * lw_rows
+        ubias = (pos * ub).flatten(2).sum(-1)
+    return [(nl, nu)], lbias, ubias
+
+
+def _maxpool_back(layer: MaxPool, node: Node, lA: Side, uA: Side, ctx: "_Context") -> BackwardResult:
+    relax: MaxPoolRelaxation = ctx.relaxation(node)
+    in_shape = ctx.shapes[node.inputs[0]]
+    C, H, W = in_shape
+    t, le, b, r = layer.pads
+    Hp, Wp = H + t + b, W + le + r
+
+    def scatter(A: Tensor, index: Tensor, keep: Tensor) -> Tensor:
+        A = A * keep.unsqueeze(1)
+        B, m = A.shape[:2]
+        flat = A.reshape(B, m, C, -1)
+        idx = index.reshape(B, 1, C, -1).expand(B, m, C, flat.shape[-1])
+        out = torch.zeros(B, m, C, Hp * Wp, dtype=A.dtype, device=A.device).scatter_add(-1, idx, flat)
+        return out.reshape(B, m, C, Hp, Wp)[:, :, :, t:t + H, le:le + W]
+
+    ones = torch.ones_like(relax.upper_const)
+    exact = relax.exact.to(relax.upper_const.dtype)
+    const = (1 - exact) * relax.upper_const
+    nl = nu = None
+    lbias: Tensor | float = 0.0
+    ubias: Tensor | float = 0.0
+    if lA is not None:
+        pos, neg = lA.clamp(min=0), lA.clamp(max=0)
+        nl = scatter(pos, relax.lower_index, ones) + scatter(neg, relax.upper_index, exact)
+        lbias = _flat_dot(neg, const)
+    if uA is not None:
+        pos, neg = uA.clamp(min=0), uA.clamp(max=0)
+        nu = scatter(pos, relax.upper_index, exact) + scatter(neg, relax.lower_index, ones)
+        ubias = _flat_dot(pos, const)
+    return [(nl, nu)], lbias, ubias
+
+
+BACKWARD: dict[type[Layer], Callable[..., BackwardResult]] = {
+    Linear: _linear_back,
+    Conv: _conv_back,
+    Affine: _affine_back,
+    Add: _add_back,
+    Reshape: _reshape_back,
+    Transpose: _transpose_back,
+    Pad: _pad_back,
+    Concat: _concat_back,
+    AvgPool: _avgpool_back,
+    Relu: _activation_back,
+    Sigmoid: _activation_back,
+    Tanh: _activation_back,
+    MaxPool: _maxpool_back,
+}
+
+# Ops whose output bounds follow exactly (and cheaply) from their input bounds.
+_MONOTONE = (Relu, Sigmoid, Tanh)
+_REARRANGE = (Reshape, Transpose, Pad, Concat)
+
+
+@dataclass
+class _Context:
+    """Everything a backward map may read: shapes, bounds, relaxations."""
+
+    net: Network
+    shapes: dict[str, tuple[int, ...]]
+    bounds: dict[str, Bounds]
+    relaxations: dict[str, Relaxation | MaxPoolRelaxation]
+    relax_fn: Callable[[Layer, Tensor, Tensor], Relaxation | MaxPoolRelaxation]
+    dtype: torch.dtype
+    alpha: dict[str, Tensor] | None = None
+    infeasible: Tensor | None = None  # (B,) bool: split constraints made the subdomain empty
+
+    def relaxation(self, node: Node):
+        if node.name not in self.relaxations:
+            l, u = self.bounds[node.inputs[0]]
+            self.relaxations[node.name] = self.relax_fn(node.layer, l, u)
+        return self.relaxations[node.name]
+
+
+def ancestors(net: Network, target: str) -> set[str]:
+    """Names of `target` and every node it depends on."""
+    by_name = {n.name: n for n in net.nodes}
+    seen, stack = set(), [target]
+    while stack:
+        name = stack.pop()
+        if name not in seen:
+            seen.add(name)
+            stack.extend(by_name[name].inputs)
+    return seen
+
+
+def backward(ctx: _Context, target: str, lA: Side, uA: Side, lower: Tensor, upper: Tensor,
+             stop: dict[str, tuple[Side, Side]] | None = None) -> tuple[Tensor | None, Tensor | None]:
+    """Bound A . target over the input box [lower, upper] (B, *input_shape).
+    lA/uA: (B, m, *shape(target)); returns (lower (B, m) or None, upper or None)."""
+    needed = ancestors(ctx.net, target)
+    coeffs: dict[str, tuple[Side, Side]] = {target: (lA, uA)}
+    lbias: Tensor | float = 0.0
+    ubias: Tensor | float = 0.0
+    for node in reversed(ctx.net.nodes):
+        if node.name not in needed or node.name not in coeffs:
+            continue
+        nlA, nuA = coeffs.pop(node.name)
+        if isinstance(node.layer, Input):
+            center, radius = (upper + lower) / 2, (upper - lower) / 2
+            lo = hi = None
+            if nlA is not None:
+                lo = _flat_dot(nlA, center) - _flat_dot(nlA.abs(), radius) + lbias
+            if nuA is not None:
+                hi = _flat_dot(nuA, center) + _flat_dot(nuA.abs(), radius) + ubias
+            return lo, hi
+        parts, lb_add, ub_add = BACKWARD[type(node.layer)](node.layer, node, nlA, nuA, ctx)
+        lbias = lbias + lb_add
+        ubias = ubias + ub_add
+        for name, (pl, pu) in zip(node.inputs, parts):
+            if name in coeffs:
+                ol, ou = coeffs[name]
+                coeffs[name] = (None if ol is None else ol + pl, None if ou is None else ou + pu)
+            else:
+                coeffs[name] = (pl, pu)
+    raise RuntimeError(f"node '{target}' does not depend on the input")
+
+
+def identity_rows(shape: tuple[int, ...], index: Tensor, dtype: torch.dtype) -> Tensor:
+    """(1, k, *shape) one-hot rows selecting the flat neuron indices `index` (k,).
+    The leading 1 broadcasts over the batch: coefficients stay batch-independent
+    until the first relaxation, which saves a factor B on the linear layers."""
+    n = int(torch.Size(shape).numel())
+    eye = torch.zeros(len(index), n, dtype=dtype)
+    eye[torch.arange(len(index)), index] = 1
+    return eye.reshape(1, len(index), *shape)
+
+
+def node_bounds(ctx: _Context, node: Node, lower: Tensor, upper: Tensor, budget: float,
+                only: Tensor | None = None, fallback: Bounds | None = None) -> Bounds:
+    """Bounds of every neuron of `node` by back-substitution, in chunks of rows so
+    that B * rows * (largest node size) stays under `budget` floats. If `only`
+    (flat neuron indices) is given, the other neurons keep `fallback`."""
+    shape = ctx.shapes[node.name]
+    B = lower.shape[0]
+    n = int(torch.Size(shape).numel())
+    index = torch.arange(n) if only is None else only
+    if fallback is None:
+        lo = torch.full((B, n), float("-inf"), dtype=ctx.dtype)
+        hi = torch.full((B, n), float("inf"), dtype=ctx.dtype)
+    else:
+        lo, hi = fallback[0].reshape(B, n), fallback[1].reshape(B, n)
+    widest = max(int(torch.Size(s).numel()) for s in ctx.shapes.values())
+    chunk = max(1, int(budget // max(1, B * widest)))
+    los, his = [], []
+    for start in range(0, len(index), chunk):
+        rows = index[start:start + chunk]
+        A = identity_rows(shape, rows, ctx.dtype)
+        l_rows, u_rows = backward(ctx, node.name, A, A, lower, upper)
+        los.append(l_rows)
+        his.append(u_rows)
+    if len(index):
+        lo = lo.index_copy(1, index, torch.cat(los, 1)) if only is not None else torch.cat(los, 1)
+        hi = hi.index_copy(1, index, torch.cat(his, 1)) if only is not None else torch.cat(his, 1)
+    if fallback is not None:
+        lo = torch.maximum(lo, fallback[0].reshape(B, n))
+        hi = torch.minimum(hi, fallback[1].reshape(B, n))
+    return lo.reshape(B, *shape), hi.reshape(B, *shape)
+
+
+# ------------------------------------------------------------------ the driver
+
+_NONLINEAR = (Relu, Sigmoid, Tanh, MaxPool)
+_LINEAR_OPS = (Linear, Conv, Affine, Add, AvgPool)
+
+
+def _interval(node: Node, bounds: dict[str, Bounds]) -> Bounds | None:
+    """Interval bounds of a linear node from its inputs' bounds (center-radius), if known."""
+    if any(i not in bounds for i in node.inputs):
+        return None
+    layer = node.layer
+    ins = [bounds[i] for i in node.inputs]
+    centers = [(l + u) / 2 for l, u in ins]
+    radii = [(u - l) / 2 for l, u in ins]
+    c = layer.forward(*centers)
+    if isinstance(layer, Linear):
+        r = radii[0].matmul(layer.weight.to(c.dtype).abs().transpose(0, 1))
+    elif isinstance(layer, Conv):
+        r = Conv(layer.weight.abs(), torch.zeros_like(layer.bias), layer.stride, layer.pads,
+                 layer.dilation).cast(c.dtype).forward(radii[0])
+    elif isinstance(layer, Affine):
+        r = radii[0] * layer.scale.to(c.dtype).abs()
+    else:  # Add, AvgPool: nonnegative linear maps
+        r = layer.forward(*radii) if not isinstance(layer, AvgPool) else layer.forward(radii[0])
+    return c - r, c + r
+
+
+def needed_nodes(net: Network, everything: bool) -> set[str]:
+    """Nodes whose bounds the relaxations need (inputs of nonlinear ops, closed
+    backwards through rearranging/monotone ops), plus the output."""
+    if everything:
+        return {n.name for n in net.nodes}
+    by_name = {n.name: n for n in net.nodes}
+    need = {net.output.name}
+    for n in net.nodes:
+        if isinstance(n.layer, _NONLINEAR):
+            need.add(n.inputs[0])
+    for n in reversed(net.nodes):
+        if n.name in need and isinstance(n.layer, _REARRANGE + _MONOTONE + (MaxPool,)):
+            need.update(n.inputs)
+    return need & set(by_name)
+
+
+def propagate(net: Network, lower: Tensor, upper: Tensor,
+              relax_fn: Callable[[Layer, Tensor, Tensor], Relaxation | MaxPoolRelaxation],
+              everything: bool, unstable_only: bool, budget: float, keep: bool = False,
+              splits: dict[str, Tensor] | None = None) -> _Context:
+    """Compute bounds of the nodes the relaxations need (or of every node), in
+    topological order, each by back-substitution to the input box.
+
+    keep: also give every other node bounds (by interval arithmetic from its
+    inputs, which is cheap and sound). splits: branch-and-bound phase
+    constraints per ReLU-input node, (B, *shape) in {-1, 0, +1}: +1 restricts
+    the region to x >= 0, -1 to x <= 0; the node's bounds are clamped
+    accordingly, and a subdomain whose bounds cross (l > u) is empty
+    (`ctx.infeasible`)."""
+    dtype = lower.dtype
+    ctx = _Context(net, {n.name: n.shape for n in net.nodes}, {}, {}, relax_fn, dtype)
+    ctx.bounds[net.input.name] = (lower, upper)
+    ctx.infeasible = torch.zeros(lower.shape[0], dtype=torch.bool)
+    consumers = net.consumers()
+    by_name = {n.name: n for n in net.nodes}
+    need = needed_nodes(net, everything)
+    splits = splits or {}
+    for node in net.nodes[1:]:
+        layer = node.layer
+        have_inputs = all(i in ctx.bounds for i in node.inputs)
+        if isinstance(layer, _MONOTONE + (MaxPool,) + _REARRANGE):
+            if have_inputs:
+                ctx.bounds[node.name] = (layer.forward(*(ctx.bounds[i][0] for i in node.inputs)),
+                                         layer.forward(*(ctx.bounds[i][1] for i in node.inputs)))
+            continue
+        interval = _interval(node, ctx.bounds)
+        if node.name not in need:
+            if keep and interval is not None:
+                ctx.bounds[node.name] = interval
+            continue
+        if interval is not None and isinstance(layer, (Linear, Conv, Affine)) and \
+                isinstance(by_name[node.inputs[0]].layer, Input):
+            bounds = interval  # one linear map of the box: interval is exact
+        else:
+            only = None
+            feeds_relu_only = all(isinstance(by_name[c].layer, Relu) for c in consumers[node.name]) \
+                and consumers[node.name] and not everything
+            if unstable_only and interval is not None and feeds_relu_only:
+                l, u = interval
+                flat_unstable = ((l < 0) & (u > 0)).reshape(l.shape[0], -1).any(0)
+                only = flat_unstable.nonzero().flatten()
+            bounds = node_bounds(ctx, node, lower, upper, budget, only, interval)
+        if node.name in splits:
+            bounds = _apply_splits(ctx, bounds, splits[node.name])
+        ctx.bounds[node.name] = bounds
+    return ctx
+
+
+def _apply_splits(ctx: _Context, bounds: Bounds, split: Tensor) -> Bounds:
+    """Clamp bounds to the phase constraints; record subdomains that became empty."""
+    l, u = bounds
+    split = split.reshape(l.shape)
+    l = torch.where(split > 0, l.clamp(min=0), l)
+    u = torch.where(split < 0, u.clamp(max=0), u)
+    ctx.infeasible = ctx.infeasible | (l > u).reshape(l.shape[0], -1).any(1)
+    return l, u
+
+
+def bound_rows(ctx: _Context, C: Tensor, lower: Tensor, upper: Tensor, budget: float,
+               upper_too: bool = True) -> tuple[Tensor, Tensor | None]:
+    """Lower (and upper) bounds of C . output, C (B, m, n_out), chunked over rows."""
+    out = ctx.net.output
+    B, m = C.shape[:2]
+    widest = max(int(torch.Size(s).numel()) for s in ctx.shapes.values())
+    chunk = max(1, int(budget // max(1, B * widest)))
+    los, his = [], []
+    for start in range(0, m, chunk):
+        A = C[:, start:start + chunk].to(ctx.dtype).reshape(B, -1, *out.shape)
+        lo, hi = backward(ctx, out.name, A, A if upper_too else None, lower, upper)
+        los.append(lo)
+        his.append(hi)
+    return torch.cat(los, 1), (torch.cat(his, 1) if upper_too else None)
+
+
+def default_relaxation(layer: Layer, l: Tensor, u: Tensor) -> Relaxation | MaxPoolRelaxation:
+    """DeepPoly/CROWN relaxations: area-heuristic ReLU, DeepPoly sigmoid/tanh and MaxPool."""
+    if isinstance(layer, Relu):
+        return relu_relaxation(l, u)
+    if isinstance(layer, Sigmoid):
+        return sigmoid_relaxation(l, u)
+    if isinstance(layer, Tanh):
+        return tanh_relaxation(l, u)
+    if isinstance(layer, MaxPool):
+        return maxpool_relaxation(layer, l, u)
+    raise TypeError(f"no relaxation for {layer.op}")

@@ -1,0 +1,98 @@
+"""The one small interface every abstract domain implements.
+
+    result = DeepPoly(net).bound(region, spec=spec, keep=True)
+    result.lower, result.upper        # (B, *output_shape) output bounds
+    result.spec_lower                 # (B, m) lower bounds of C y + d
+    result.proven                     # (B,) bool, from the Spec's clause structure
+    result.bounds["node"]             # (lower, upper) of a hidden node (keep=True)
+    result.states["node"]             # the domain's own element at that node (keep=True)
+
+A domain is sound, not complete: every concrete output of every input in the
+region lies within [lower, upper], and every value of C y + d is >= spec_lower.
+`proven` is True only when the bounds prove the property; False means unknown.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from networks.ir import Layer, Network
+from specs.properties import Spec
+from specs.regions import Box
+
+
+class DomainError(ValueError):
+    """A domain cannot handle an op of the network (names op and domain)."""
+
+
+def unsupported(domain: str, layer: Layer, node: str) -> DomainError:
+    return DomainError(f"domain '{domain}' does not support op {layer.op} (node '{node}')")
+
+
+@dataclass(frozen=True)
+class BoundResult:
+    """What a domain proved about a batch of B regions."""
+
+    lower: Tensor  # (B, *output_shape)
+    upper: Tensor  # (B, *output_shape)
+    spec_lower: Tensor | None = None  # (B, m) lower bound of C y + d
+    spec_upper: Tensor | None = None  # (B, m) upper bound of C y + d, where the domain gives one
+    proven: Tensor | None = None  # (B,) bool
+    bounds: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)  # node -> (lower, upper)
+    states: dict[str, Any] = field(default_factory=dict)  # node -> domain element
+    domain: str = ""
+    spec_margin: Tensor | None = None  # (B,) min over clauses of max over rows of spec_lower; > 0 iff proven
+
+
+def as_spec(spec: Spec | Tensor | None, batch: int) -> Spec | None:
+    """Accept a Spec, a bare C matrix (m, n) or (B, m, n), or None."""
+    if spec is None or isinstance(spec, Spec):
+        return None if spec is None else (spec.expand(batch) if spec.C.shape[0] == 1 and batch > 1 else spec)
+    C = torch.as_tensor(spec)
+    if C.dim() == 2:
+        C = C.unsqueeze(0).expand(batch, -1, -1)
+    m = C.shape[1]
+    return Spec(C.float(), torch.zeros(batch, m), torch.arange(m))
+
+
+class Domain(ABC):
+    """An abstract domain bound to one network. Subclasses set `name`."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, net: Network) -> None:
+        self.net = net
+        self.check(net)
+
+    def check(self, net: Network) -> None:
+        """Raise DomainError for the first op this domain cannot handle."""
+
+    @abstractmethod
+    def bound(self, region: Box, spec: Spec | Tensor | None = None, keep: bool = False) -> BoundResult:
+        """Bound the network over every region of the batch (and C y + d if spec)."""
+
+    def finish(self, lower: Tensor, upper: Tensor, spec: Spec | None, spec_lower: Tensor | None,
+               spec_upper: Tensor | None = None, bounds=None, states=None) -> BoundResult:
+        """Assemble a BoundResult, deciding `proven` from the spec's clauses."""
+        proven = margin = None
+        if spec is not None and spec_lower is not None:
+            proven = spec.proven(spec_lower)
+            margin = spec.spec_margin(spec_lower)
+        return BoundResult(lower, upper, spec_lower, spec_upper, proven, bounds or {}, states or {},
+                           self.name, margin)
+
+
+def spec_bounds_from_box(spec: Spec, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+    """Interval bounds of C y + d given y in [lower, upper] (shapes (B, n))."""
+    lower = lower.reshape(lower.shape[0], -1)
+    upper = upper.reshape(upper.shape[0], -1)
+    C = spec.C.to(lower.dtype)
+    pos, neg = C.clamp(min=0), C.clamp(max=0)
+    lo = (pos @ lower.unsqueeze(-1) + neg @ upper.unsqueeze(-1)).squeeze(-1) + spec.d
+    hi = (pos @ upper.unsqueeze(-1) + neg @ lower.unsqueeze(-1)).squeeze(-1) + spec.d
+    return lo, hi
