@@ -14,12 +14,28 @@ regions, output properties, VNN-LIB). This package holds the public API and the
     net = profit.load_onnx("networks/models/mnist_mlp.onnx")
     x = profit.load_input("digit.png", net)     # (1, *net.input_shape)
     logits = net(x)
-"""
 
-from networks import Network, load_onnx
-from profit.errors import ProfitError
-from profit.inputs import load_input, load_network, load_sample
+    images = profit.load_images()                       # the shipped samples, [0, 1]
+    results = profit.verify_images(net, images.images, images.labels, profit.VerifyOptions(eps=0.02))
+    print(profit.summary_line(profit.summarize(results)))
+    outcome = profit.run_vnnlib("net.onnx", "prop.vnnlib", timeout=60)   # sat / unsat / ...
+"""
 
 __version__ = "0.1.0"
 
-__all__ = ["Network", "ProfitError", "__version__", "load_input", "load_network", "load_onnx", "load_sample"]
+from networks import Network, load_onnx
+from profit.attack import AttackOptions, confirm, pgd, quick_attack
+from profit.errors import ProfitError
+from profit.images import ImageSet, load_images
+from profit.inputs import load_input, load_network, load_sample
+from profit.outcomes import Verdict
+from profit.plots import run_grid, save_run
+from profit.verify import ImageResult, Summary, VerifyOptions, summarize, summary_line, verify_images
+from profit.vnnlib_runner import Decision, VnnlibOutcome, decide, run_vnnlib
+
+__all__ = [
+    "AttackOptions", "Decision", "ImageResult", "ImageSet", "Network", "ProfitError", "Summary", "Verdict",
+    "VerifyOptions", "VnnlibOutcome", "__version__", "confirm", "decide", "load_images", "load_input",
+    "load_network", "load_onnx", "load_sample", "pgd", "quick_attack", "run_grid", "run_vnnlib", "save_run",
+    "summarize", "summary_line", "verify_images",
+]

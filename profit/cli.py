@@ -3,6 +3,12 @@
     profit info NET.onnx                      # the IR nodes, shapes and parameter counts
     profit run NET.onnx INPUT [--json]        # INPUT: a PNG/JPEG image or a .npy array
     profit run NET.onnx --sample K [--json]   # the K-th shipped MNIST sample
+    profit verify [--net NET] [--images SRC] [--eps 0.02] [--domain auto] [--count N] ...
+                                              # L-inf robustness of images (default: shipped net + samples)
+    profit vnnlib NET.onnx SPEC.vnnlib [--timeout S] [--out result.txt]
+                                              # a VNN-LIB property, VNN-COMP result file
+    profit features NET.onnx [--images SRC] [--eps E] [--domain crown] [--layer -1] [--topk 20] ...
+                                              # proof features: small sufficient sets (ProFIt)
 
 NET is an ONNX path or the bare name of a shipped network (e.g. `mnist_mlp`).
 Every subcommand is one function registered with `@_command`, which declares its
@@ -17,13 +23,24 @@ import argparse
 import json
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
+import torch
+
+from domains import DOMAINS
 from domains.base import DomainError
-from networks import NetworkError
+from networks import DEFAULT_NETWORK, NetworkError
 from profit import __version__
+from profit.attack import AttackOptions
 from profit.errors import ProfitError
+from profit.images import load_images, network_channels
 from profit.inputs import load_input, load_network, load_sample
+from profit.plots import save_run
+from profit.verify import (
+    VerifyOptions, check_out_path, summarize, summary_line, verify_images, write_results,
+)
+from profit.vnnlib_runner import run_vnnlib
 from specs.properties import SpecError
 from specs.regions import RegionError
 from specs.vnnlib import VnnlibError
@@ -114,6 +131,146 @@ def _run(args: argparse.Namespace) -> int:
     print(f"predicted: {predicted}")
     print("logits: [" + ", ".join(f"{v:.4f}" for v in logits) + "]")
     return 0
+
+
+@_command("verify", "verify L-inf robustness of images (default: the shipped network on the shipped samples)",
+          _arg("--net", default=DEFAULT_NETWORK.stem, metavar="NET",
+               help="ONNX file or shipped network name (default: %(default)s)"),
+          _arg("--images", metavar="SRC", default=None,
+               help="image source: MNIST IDX file/dir, ERAN .csv, folder of PNGs, .npy/.npz "
+                    "(default: the shipped MNIST samples)"),
+          _arg("--eps", type=float, default=0.02, help="L-inf radius in [0,1] pixel units (default: %(default)s)"),
+          _arg("--domain", default="auto", choices=("auto", *DOMAINS),
+               help="auto: attacks, then box, crown, alpha-crown, cheapest first (default)"),
+          _arg("--count", type=int, metavar="N", help="verify N images (default: all)"),
+          _arg("--offset", type=int, default=0, metavar="K", help="start at image K (default: 0)"),
+          _arg("--timeout", type=float, metavar="S", help="seconds per image (default: none)"),
+          _arg("--out", metavar="FILE", help="write the results as .json or .csv"),
+          _arg("--save-dir", metavar="DIR", help="write counterexamples (PNG + .npy) and grid.png here"),
+          _arg("--mean", type=float, nargs="+", metavar="M", help="normalisation mean per channel"),
+          _arg("--std", type=float, nargs="+", metavar="S", help="normalisation std per channel"),
+          _arg("--complete", action="store_true", help="finish with branch and bound (profit.bab)"),
+          _arg("--steps", type=int, default=AttackOptions.steps, help="PGD steps (default: %(default)s)"),
+          _arg("--restarts", type=int, default=AttackOptions.restarts, help="PGD restarts (default: %(default)s)"),
+          _arg("--seed", type=int, default=AttackOptions.seed, help="attack seed (default: %(default)s)"),
+          _arg("--no-progress", action="store_true", help="no progress bar on stderr"),
+          _arg("--threads", type=int, metavar="N", help="torch threads (default: torch's choice)"))
+def _verify(args: argparse.Namespace) -> int:
+    """One line per image, then the summary line."""
+    _set_threads(args.threads)
+    options = VerifyOptions(
+        eps=args.eps, domain=args.domain, timeout=args.timeout,
+        attack=AttackOptions(steps=args.steps, restarts=args.restarts, seed=args.seed),
+        mean=tuple(args.mean) if args.mean else None, std=tuple(args.std) if args.std else None,
+        complete=args.complete)
+    if args.out:
+        check_out_path(args.out)
+    net = load_network(args.net)
+    images = load_images(args.images, count=args.count, offset=args.offset, channels=network_channels(net))
+    results = verify_images(net, images.images, images.labels, options, progress=not args.no_progress,
+                            indices=images.indices)
+    print(f"network {net.source}, {len(images)} images from {images.source}, eps {options.eps}, "
+          f"domain {options.domain}")
+    print(f"{'idx':>6} {'label':>5} {'pred':>4}  {'verdict':<13} {'margin':>9}  {'decided_by':<12} {'seconds':>8}")
+    for r in results:
+        margin = "-" if r.margin is None else f"{r.margin:.4f}"
+        print(f"{r.idx:>6} {r.label:>5} {r.predicted:>4}  {r.verdict.value:<13} {margin:>9}  "
+              f"{r.decided_by:<12} {r.seconds:>8.4f}")
+    summary = summarize(results)
+    print(summary_line(summary))
+    if args.out:
+        write_results(args.out, results, net.source, options, summary)
+    if args.save_dir:
+        save_run(args.save_dir, results, images.images)
+    return 0
+
+
+@_command("vnnlib", "decide a VNN-LIB property of an ONNX network (VNN-COMP result file)",
+          _arg("network", metavar="NET", help="ONNX file"),
+          _arg("spec", metavar="SPEC", help="VNN-LIB file (.vnnlib or .vnnlib.gz)"),
+          _arg("--timeout", type=float, metavar="S", help="seconds in all (default: none)"),
+          _arg("--out", metavar="FILE", help="write the VNN-COMP result file here"),
+          _arg("--threads", type=int, metavar="N", help="torch threads (default: torch's choice)"))
+def _vnnlib(args: argparse.Namespace) -> int:
+    """Print the result (sat / unsat / unknown / timeout) and the time; write the result file."""
+    _set_threads(args.threads)
+    outcome = run_vnnlib(args.network, args.spec, timeout=args.timeout)
+    print(f"result: {outcome.result}")
+    print(f"time: {outcome.seconds:.2f} s (last method: {outcome.decision.decided_by})")
+    if args.out:
+        try:
+            Path(args.out).write_text(outcome.text())
+        except OSError as exc:
+            raise ProfitError(f"{args.out}: cannot write ({exc.strerror or exc})") from None
+    return 0
+
+
+@_command("features", "proof features: prune each robustness proof to a small sufficient set (ProFIt)",
+          _NETWORK_ARG,
+          _arg("--images", metavar="SRC", default=None,
+               help="image source: MNIST IDX file/dir, ERAN .csv, folder of PNGs, .npy/.npz "
+                    "(default: the shipped MNIST samples)"),
+          _arg("--count", type=int, metavar="N", help="use N images (default: all)"),
+          _arg("--offset", type=int, default=0, metavar="K", help="start at image K (default: 0)"),
+          _arg("--eps", type=float, default=0.02, help="L-inf radius in [0,1] pixel units (default: %(default)s)"),
+          _arg("--domain", default="crown", choices=("crown", "alpha-crown", "deepz", "deeppoly", "box"),
+               help="domain that proves and re-proves (default: %(default)s)"),
+          _arg("--layer", default="-1", metavar="L",
+               help="ReLU layer index (-1: input of the final linear layer, the default) or node name"),
+          _arg("--priority", default="profit", choices=("profit", "weight", "random"),
+               help="removal order (default: %(default)s)"),
+          _arg("--topk", type=int, default=0, metavar="K",
+               help="also evaluate top-k sufficiency for k = 1..K (e.g. 20) for all priorities"),
+          _arg("--seed", type=int, default=0, help="seed of the random priority (default: %(default)s)"),
+          _arg("--no-greedy", action="store_true", help="stop after the suffix search"),
+          _arg("--batch", type=int, default=16, metavar="B", help="images per bound call (default: %(default)s)"),
+          _arg("--save-dir", metavar="DIR", help="write gradient-map PNGs of the kept features here"),
+          _arg("--out", metavar="FILE", help="write one CSV row per image here"))
+def _features(args: argparse.Namespace) -> int:
+    """One line per image, the summary, and the top-k table with --topk."""
+    from profit.features import FeatureRunOptions, PruneOptions, run_features, write_csv
+    from profit.images import fit_to_network
+    from profit.visualize import save_feature_maps
+
+    options = FeatureRunOptions(
+        eps=args.eps, domain=args.domain, layer=args.layer, topk=args.topk, visualize=bool(args.save_dir),
+        batch_size=args.batch, prune=PruneOptions(priority=args.priority, seed=args.seed, greedy=not args.no_greedy))
+    net = load_network(args.network)
+    images = load_images(args.images, count=args.count, offset=args.offset, channels=network_channels(net))
+    run = run_features(net, fit_to_network(images.images, net, images.source), images.labels, options,
+                       indices=images.indices)
+    print(f"network {net.source}, {len(images)} images from {images.source}, eps {options.eps}, "
+          f"domain {options.domain}, layer {run.layer}, priority {args.priority}")
+    print(f"{'idx':>6} {'label':>5} {'proven':>6} {'width':>5} {'nonzero':>7} {'suffix':>6} {'greedy':>6} "
+          f"{'calls':>5} {'seconds':>8}  kept")
+    for r in run.rows:
+        print(f"{r.idx:>6} {r.label:>5} {str(r.proven):>6} {r.width:>5} {r.nonzero:>7} {r.kept_suffix:>6} "
+              f"{r.kept_greedy:>6} {r.calls:>5} {r.seconds:>8.3f}  {r.kept_indices}")
+    s = run.summary
+    print(f"proven {s.proven}/{s.images}; kept features (suffix / greedy): mean {s.mean_suffix:.2f} / "
+          f"{s.mean_greedy:.2f}, median {s.median_suffix:.1f} / {s.median_greedy:.1f}, max {s.max_greedy}; "
+          f"<= 5: {s.le5:.1f}%, <= 10: {s.le10:.1f}%; {s.seconds_per_image:.3f} s per image")
+    if run.topk is not None:
+        success, change = run.topk.success(), run.topk.mean_rel_change()
+        print("top-k: % of proven properties still proven (mean relative margin change)")
+        print(f"{'k':>3}  " + "  ".join(f"{p:>17}" for p in run.topk.priorities))
+        for j, k in enumerate(run.topk.ks):
+            print(f"{k:>3}  " + "  ".join(f"{float(success[p, j]):>7.1f}% ({float(change[p, j]):>6.3f})"
+                                          for p in range(len(run.topk.priorities))))
+    if args.out:
+        write_csv(args.out, run.rows)
+    if args.save_dir:
+        for maps in run.maps:
+            save_feature_maps(maps, args.save_dir, f"img{images.indices[maps.index]}")
+    return 0
+
+
+def _set_threads(threads: int | None) -> None:
+    """--threads: fewer torch threads are faster on a busy machine (no spinning workers)."""
+    if threads is not None:
+        if threads < 1:
+            raise ProfitError(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
 
 
 def _shape(shape: Sequence[int | str]) -> str:
