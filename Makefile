@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(VENV)/bin/profit verify
 
-test: setup
-	$(PY) -m pytest -q -n 2 --durations=15
+test: setup  # two pytest workers with one torch thread each (2 cores)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --durations=15
 
 clean:
 	rm -rf $(VENV) build *.egg-info
