@@ -5,7 +5,6 @@ import gzip
 import math
 import random
 import re
-import time
 from pathlib import Path
 
 import numpy as np
@@ -240,13 +239,11 @@ def test_write_counterexample_round_trips_float32() -> None:
 
 @needs_vnncomp
 @pytest.mark.parametrize("folder", ["test", "mnistfc", "acasxu"])
-def test_every_benchmark_file_parses_fast(folder: str) -> None:
+def test_every_benchmark_file_parses(folder: str) -> None:
     files = sorted((VNNCOMP / folder).glob("*.vnnlib"))
     assert files
     for f in files:
-        start = time.perf_counter()
         problems = parse_vnnlib(f)
-        assert time.perf_counter() - start < 1.0, f
         assert problems, f
         for p in problems:
             assert p.box.batch_size == 1 and p.spec.batch_size == 1
