@@ -252,14 +252,15 @@ def _elementwise_back(relax: Relaxation, lA: Side, uA: Side) -> BackwardResult:
     nl = nu = None
     lbias: Tensor | float = 0.0
     ubias: Tensor | float = 0.0
+    # pos * lw + neg * uw written as A * lw + neg * (uw - lw): fewer passes over A
     if lA is not None:
-        pos, neg = lA.clamp(min=0), lA.clamp(max=0)
-        nl = pos * lw + neg * uw
-        lbias = (pos * lb + neg * ub).flatten(2).sum(-1)
+        neg = lA.clamp(max=0)
+        nl = torch.addcmul(lA * lw, neg, uw - lw)
+        lbias = _flat_dot(lA, relax.lb) + _flat_dot(neg, relax.ub - relax.lb)
     if uA is not None:
-        pos, neg = uA.clamp(min=0), uA.clamp(max=0)
-        nu = pos * uw + neg * lw
-        ubias = (pos * ub + neg * lb).flatten(2).sum(-1)
+        neg = uA.clamp(max=0)
+        nu = torch.addcmul(uA * uw, neg, lw - uw)
+        ubias = _flat_dot(uA, relax.ub) + _flat_dot(neg, relax.lb - relax.ub)
     return [(nl, nu)], lbias, ubias
 
 
@@ -276,18 +277,18 @@ def _activation_back(layer: Layer, node: Node, lA: Side, uA: Side, ctx: "_Contex
 
 def _elementwise_back_rows(relax: Relaxation, lw_rows: Tensor, lA: Side, uA: Side) -> BackwardResult:
     """ReLU back-substitution with per-row lower slopes (alpha-CROWN); intercept 0."""
-    uw, ub = relax.uw.unsqueeze(1), relax.ub.unsqueeze(1)
+    uw = relax.uw.unsqueeze(1)
     nl = nu = None
     lbias: Tensor | float = 0.0
     ubias: Tensor | float = 0.0
     if lA is not None:
-        pos, neg = lA.clamp(min=0), lA.clamp(max=0)
-        nl = pos * lw_rows + neg * uw
-        lbias = (neg * ub).flatten(2).sum(-1)
+        neg = lA.clamp(max=0)
+        nl = torch.addcmul(lA * lw_rows, neg, uw - lw_rows)
+        lbias = _flat_dot(neg, relax.ub)
     if uA is not None:
-        pos, neg = uA.clamp(min=0), uA.clamp(max=0)
-        nu = pos * uw + neg * lw_rows
-        ubias = (pos * ub).flatten(2).sum(-1)
+        pos = uA.clamp(min=0)
+        nu = torch.addcmul(uA * lw_rows, pos, uw - lw_rows)
+        ubias = _flat_dot(pos, relax.ub)
     return [(nl, nu)], lbias, ubias
 
 
@@ -356,12 +357,32 @@ class _Context:
     dtype: torch.dtype
     alpha: dict[str, Tensor] | None = None
     infeasible: Tensor | None = None  # (B,) bool: split constraints made the subdomain empty
+    # beta-CROWN: node -> (B, m, *shape) added to the lower-bound coefficients of that
+    # node's output when the backward pass reaches it (Lagrangian terms of split constraints)
+    split_terms: dict[str, Tensor] | None = None
+    # node -> lower-bound coefficients (B or 1, m, *shape) that reached it in the last
+    # backward pass, for the nodes whose names are keys (branching scores read them)
+    record: dict[str, Tensor | None] | None = None
 
     def relaxation(self, node: Node):
         if node.name not in self.relaxations:
             l, u = self.bounds[node.inputs[0]]
             self.relaxations[node.name] = self.relax_fn(node.layer, l, u)
         return self.relaxations[node.name]
+
+
+def fixed_context(net: Network, bounds: dict[str, Bounds], dtype: torch.dtype) -> _Context:
+    """A context over given bounds (the input box under the input node's name, and
+    the bounds of every node a relaxation reads), e.g. kept from an earlier pass;
+    subdomains where some given l > u are marked infeasible."""
+    ctx = _Context(net, {n.name: n.shape for n in net.nodes},
+                   {k: (l.to(dtype), u.to(dtype)) for k, (l, u) in bounds.items()}, {},
+                   default_relaxation, dtype)
+    B = max(l.shape[0] for l, _ in bounds.values())
+    ctx.infeasible = torch.zeros(B, dtype=torch.bool)
+    for l, u in ctx.bounds.values():
+        ctx.infeasible = ctx.infeasible | (l > u).reshape(l.shape[0], -1).any(1)
+    return ctx
 
 
 def ancestors(net: Network, target: str) -> set[str]:
@@ -379,7 +400,12 @@ def ancestors(net: Network, target: str) -> set[str]:
 def backward(ctx: _Context, target: str, lA: Side, uA: Side, lower: Tensor, upper: Tensor,
              stop: dict[str, tuple[Side, Side]] | None = None) -> tuple[Tensor | None, Tensor | None]:
     """Bound A . target over the input box [lower, upper] (B, *input_shape).
-    lA/uA: (B, m, *shape(target)); returns (lower (B, m) or None, upper or None)."""
+    lA/uA: (B, m, *shape(target)); returns (lower (B, m) or None, upper or None).
+
+    With `ctx.split_terms`, the lower side bounds A . target + sum_v T_v . v
+    instead (T_v = split_terms[v] added when the pass reaches node v); with
+    `ctx.record`, the lower-side coefficients reaching the recorded nodes
+    (after their split terms) are stored there."""
     needed = ancestors(ctx.net, target)
     coeffs: dict[str, tuple[Side, Side]] = {target: (lA, uA)}
     lbias: Tensor | float = 0.0
@@ -388,6 +414,10 @@ def backward(ctx: _Context, target: str, lA: Side, uA: Side, lower: Tensor, uppe
         if node.name not in needed or node.name not in coeffs:
             continue
         nlA, nuA = coeffs.pop(node.name)
+        if ctx.split_terms is not None and nlA is not None and node.name in ctx.split_terms:
+            nlA = nlA + ctx.split_terms[node.name]
+        if ctx.record is not None and node.name in ctx.record:
+            ctx.record[node.name] = nlA
         if isinstance(node.layer, Input):
             center, radius = (upper + lower) / 2, (upper - lower) / 2
             lo = hi = None
@@ -445,8 +475,14 @@ def node_bounds(ctx: _Context, node: Node, lower: Tensor, upper: Tensor, budget:
         lo = lo.index_copy(1, index, torch.cat(los, 1)) if only is not None else torch.cat(los, 1)
         hi = hi.index_copy(1, index, torch.cat(his, 1)) if only is not None else torch.cat(his, 1)
     if fallback is not None:
-        lo = torch.maximum(lo, fallback[0].reshape(B, n))
-        hi = torch.minimum(hi, fallback[1].reshape(B, n))
+        fl, fu = fallback[0].reshape(B, n), fallback[1].reshape(B, n)
+        lo, hi = torch.maximum(lo, fl), torch.minimum(hi, fu)
+        if only is not None:
+            # Rows were chosen by the batch's union of unstable neurons; a neuron the
+            # fallback shows stable in *this* region keeps the fallback, so every
+            # region's bounds are the same as when it is bounded alone.
+            stable = (fl >= 0) | (fu <= 0)
+            lo, hi = torch.where(stable, fl, lo), torch.where(stable, fu, hi)
     return lo.reshape(B, *shape), hi.reshape(B, *shape)
 
 
@@ -460,8 +496,8 @@ def _interval(node: Node, bounds: dict[str, Bounds]) -> Bounds | None:
     """Interval bounds of a linear node from its inputs' bounds (center-radius), if known."""
     if any(i not in bounds for i in node.inputs):
         return None
-    layer = node.layer
     ins = [bounds[i] for i in node.inputs]
+    layer = node.layer.cast(ins[0][0].dtype)
     centers = [(l + u) / 2 for l, u in ins]
     radii = [(u - l) / 2 for l, u in ins]
     c = layer.forward(*centers)
@@ -496,12 +532,17 @@ def needed_nodes(net: Network, everything: bool) -> set[str]:
 def propagate(net: Network, lower: Tensor, upper: Tensor,
               relax_fn: Callable[[Layer, Tensor, Tensor], Relaxation | MaxPoolRelaxation],
               everything: bool, unstable_only: bool, budget: float, keep: bool = False,
-              splits: dict[str, Tensor] | None = None) -> _Context:
+              splits: dict[str, Tensor] | None = None,
+              prior: dict[str, Bounds] | None = None) -> _Context:
     """Compute bounds of the nodes the relaxations need (or of every node), in
     topological order, each by back-substitution to the input box.
 
-    keep: also give every other node bounds (by interval arithmetic from its
-    inputs, which is cheap and sound). splits: branch-and-bound phase
+    prior: bounds already known for some nodes (e.g. a cheaper pass, or a region
+    containing this one); they are intersected with the new ones, and neurons
+    they show stable are not back-substituted.
+
+    keep: accepted for symmetry; every node not back-substituted gets interval
+    bounds from its inputs anyway (cheap, sound), so the result does not depend on it. splits: branch-and-bound phase
     constraints per ReLU-input node, (B, *shape) in {-1, 0, +1}: +1 restricts
     the region to x >= 0, -1 to x <= 0; the node's bounds are clamped
     accordingly, and a subdomain whose bounds cross (l > u) is empty
@@ -523,8 +564,12 @@ def propagate(net: Network, lower: Tensor, upper: Tensor,
                                          layer.forward(*(ctx.bounds[i][1] for i in node.inputs)))
             continue
         interval = _interval(node, ctx.bounds)
+        if prior is not None and node.name in prior:
+            pl, pu = (t.to(dtype) for t in prior[node.name])
+            interval = (pl, pu) if interval is None else \
+                (torch.maximum(interval[0], pl), torch.minimum(interval[1], pu))
         if node.name not in need:
-            if keep and interval is not None:
+            if interval is not None:  # cheap, and the same whether or not bounds are kept
                 ctx.bounds[node.name] = interval
             continue
         if interval is not None and isinstance(layer, (Linear, Conv, Affine)) and \
@@ -582,3 +627,30 @@ def default_relaxation(layer: Layer, l: Tensor, u: Tensor) -> Relaxation | MaxPo
     if isinstance(layer, MaxPool):
         return maxpool_relaxation(layer, l, u)
     raise TypeError(f"no relaxation for {layer.op}")
+
+
+def input_linear_bounds(net: Network, lower: Tensor, upper: Tensor, C: Tensor,
+                        budget: float = 2e8) -> tuple[Tensor, Tensor]:
+    """CROWN's lower linear bound of the rows C . y in terms of the network input.
+
+    lower/upper: (B, *input_shape), the box (its dtype is the computation dtype);
+    C: (B, m, n_out). Returns A (B, m, *input_shape) and b (B, m) with
+
+        C . f(x)  >=  A . x + b     for every x in [lower, upper],
+
+    hence on every sub-box too (the relaxations are valid on the whole box), so
+    min over a sub-box of A . x + b bounds C . f there without a new propagation
+    (profit.explain_oracle re-concretises it for many candidate boxes). Concretised
+    over [lower, upper] itself it equals CROWN's bound.
+    """
+    ctx = propagate(net, lower, upper, default_relaxation, everything=False, unstable_only=True,
+                    budget=budget)
+    B, m = C.shape[:2]
+    rows = C.to(ctx.dtype).reshape(B, m, *net.output.shape)
+    ctx.record = {net.input.name: None}
+    zero = torch.zeros_like(lower)
+    bias, _ = backward(ctx, net.output.name, rows, None, zero, zero)  # the box {0}: A . 0 + b = b
+    A = ctx.record[net.input.name]
+    if A is None:
+        A = torch.zeros(B, m, *net.input_shape, dtype=ctx.dtype)
+    return A.expand(B, *A.shape[1:]), bias

@@ -14,6 +14,14 @@ the spec lower bound with intermediate bounds fixed to CROWN's. Every slope
 in [0, 1] gives a sound bound, and the best bound seen is kept, so
 alpha-CROWN is never looser than CROWN.
 
+beta-CROWN (Wang, Zhang, Xu, Lin, Jana, Hsieh, Kolter: "Beta-CROWN: Efficient
+Bound Propagation with Per-neuron Split Constraints for Complete and Incomplete
+Neural Network Robustness Verification", NeurIPS 2021), for branch and bound:
+`beta_crown` bounds a batch of `Subdomains` (ReLU phase assignments with fixed
+pre-activation bounds) and optimises, per subdomain and spec row, the slopes
+alpha together with Lagrange multipliers beta >= 0 of the split constraints;
+`root_subdomains` builds the unsplit subdomain from CROWN's bounds.
+
 Ops and regions as DeepPoly (domains.deeppoly). Sound, not complete.
 """
 
@@ -24,10 +32,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from domains.backsub import backward, bound_rows, propagate, default_relaxation, Relaxation
+from domains.backsub import (
+    Relaxation, backward, bound_rows, default_relaxation, fixed_context, propagate, relu_relaxation,
+)
 from domains.base import BoundResult, as_spec
 from domains.deeppoly import DeepPoly, LinearBoundOptions
-from networks.ir import Network, Relu
+from networks.ir import Affine, Input, Linear, MaxPool, Network, Relu, Reshape, Sigmoid, Tanh
 from specs.properties import Spec
 from specs.regions import Box
 
@@ -90,3 +100,228 @@ class AlphaCrown(Crown):
             best = torch.maximum(best, (lo + d).detach())
         ctx.alpha = None
         return best.float(), hi
+
+
+# ------------------------------------------------------------ beta-CROWN (BaB)
+
+@dataclass(frozen=True)
+class BetaOptions:
+    """Joint optimisation of alpha (slopes) and beta (split multipliers) per subdomain:
+    `iterations` Adam steps, learning rates `alpha_lr` and `beta_lr`."""
+
+    iterations: int = 20
+    alpha_lr: float = 0.1
+    beta_lr: float = 0.05
+
+
+@dataclass(frozen=True, eq=False)
+class Subdomains:
+    """B branch-and-bound subdomains of one input box: ReLU phase assignments with
+    their bounds and optimisation state (beta-CROWN, Wang et al., NeurIPS 2021).
+
+    `bounds` holds the bounds of every node a relaxation reads (the inputs of ReLU,
+    Sigmoid, Tanh, MaxPool), those of ReLU inputs with the split neurons clamped
+    (l >= 0 where split = +1, u <= 0 where split = -1); they are fixed during BaB,
+    and the split constraints reach the spec bound through beta. The other dicts are
+    keyed by ReLU-input ("pre-activation") node names. m = spec rows."""
+
+    lower: Tensor  # (1 or B, *input_shape) input box
+    upper: Tensor  # (1 or B, *input_shape)
+    bounds: dict[str, tuple[Tensor, Tensor]]  # (B, *shape) each
+    splits: dict[str, Tensor]  # (B, *shape) int8: +1 active (z >= 0), -1 inactive (z <= 0), 0 free
+    alpha: dict[str, Tensor]  # (B, m, *shape) lower slopes of the ReLU fed by the node, in [0, 1]
+    beta: dict[str, Tensor]  # (B, m, *shape) >= 0, multipliers of the split constraints
+
+    @property
+    def batch_size(self) -> int:
+        return max([self.lower.shape[0]] + [l.shape[0] for l, _ in self.bounds.values()])
+
+
+@dataclass(frozen=True, eq=False)
+class BetaResult:
+    """What `beta_crown` proved about a batch of subdomains."""
+
+    spec_lower: Tensor  # (B, m) lower bounds of C y + d; +inf on empty subdomains
+    alpha: dict[str, Tensor]  # the parameters that gave spec_lower, layout as Subdomains
+    beta: dict[str, Tensor]
+    coefficients: dict[str, Tensor]  # recorded node -> (B, m, *shape) lower-bound coefficients
+
+
+class _Adam:
+    """Adam (Kingma and Ba, 2015) ascending on a list of tensors, updated in place
+    (torch.optim.Adam without its import and per-step overhead, which dominate on
+    small networks)."""
+
+    def __init__(self, params: list[Tensor], b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> None:
+        self.params, self.b1, self.b2, self.eps, self.t = params, b1, b2, eps, 0
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+
+    def ascend(self, grads: tuple[Tensor | None, ...], rates: list[float]) -> None:
+        self.t += 1
+        c1, c2 = 1 - self.b1 ** self.t, 1 - self.b2 ** self.t
+        with torch.no_grad():
+            for p, g, m, v, lr in zip(self.params, grads, self.m, self.v, rates):
+                if g is None:
+                    continue
+                m.mul_(self.b1).add_(g, alpha=1 - self.b1)
+                v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
+                p.addcdiv_(m, (v / c2).sqrt_().add_(self.eps), value=lr / c1)
+
+
+def relu_inputs(net: Network) -> dict[str, str]:
+    """ReLU-input node name -> name of the ReLU reading it, in topological order."""
+    return {n.inputs[0]: n.name for n in net.nodes if isinstance(n.layer, Relu)}
+
+
+def beta_crown(net: Network, domains: Subdomains, spec: Spec, options: BetaOptions = BetaOptions(),
+               dtype: torch.dtype = torch.float32, record: tuple[str, ...] = ()) -> BetaResult:
+    """Lower bounds of C y + d on each subdomain, optimising alpha and beta by Adam.
+
+    For split constraints s_j z_j >= 0 (s = split) and any beta >= 0,
+        min_{x in subdomain} c.y  >=  min_{x in relaxation} c.y - sum_j beta_j s_j z_j,
+    because the subtracted term is <= 0 wherever the constraints hold; the right side
+    is one more linear function back-substituted through the relaxation (the term
+    -beta s enters the coefficients of z when the pass reaches z). Every alpha in
+    [0, 1] and beta >= 0 gives a sound bound; the best per (subdomain, row) over the
+    iterations is kept together with its parameters (iterations = 0: one CROWN pass
+    with the given parameters). Empty subdomains (some l > u) get +inf. `record`:
+    nodes whose lower-bound coefficients in the final pass (after the last step) are
+    returned, e.g. ReLU nodes for branching scores, the input for input splitting."""
+    ctx = fixed_context(net, {net.input.name: (domains.lower, domains.upper), **domains.bounds}, dtype)
+    pre_to_relu = relu_inputs(net)
+    B = domains.batch_size
+    spec = spec.expand(B)
+    m = spec.n_rows
+    C = spec.C.to(dtype).reshape(B, m, *net.output.shape)
+    d = spec.d.to(dtype)
+    lower, upper = ctx.bounds[net.input.name]
+    signs = {k: s.to(dtype).unsqueeze(1) for k, s in domains.splits.items()}
+    has_split = {k for k, s in domains.splits.items() if bool(s.any())}
+
+    def run(alpha: dict[str, Tensor], beta: dict[str, Tensor]) -> Tensor:
+        ctx.alpha = {pre_to_relu[k]: a for k, a in alpha.items()}
+        ctx.split_terms = {k: -beta[k] * signs[k] for k in has_split}
+        lo, _ = backward(ctx, net.output.name, C, None, lower, upper)
+        return lo + d
+
+    alpha = {k: a.to(dtype).detach().clone().requires_grad_(True) for k, a in domains.alpha.items()}
+    beta = {k: b.to(dtype).detach().clone().requires_grad_(True) for k, b in domains.beta.items()}
+    best = torch.full((B, m), float("-inf"), dtype=dtype)
+    best_alpha = {k: a.detach().clone() for k, a in alpha.items()}
+    best_beta = {k: b.detach().clone() for k, b in beta.items()}
+
+    def keep_best(lo: Tensor) -> Tensor:
+        improved = lo > best
+        for params, kept in ((alpha, best_alpha), (beta, best_beta)):
+            for k, p in params.items():
+                kept[k] = torch.where(improved.reshape(B, m, *[1] * (p.dim() - 2)), p.detach(), kept[k])
+        return torch.where(improved, lo, best)
+
+    if options.iterations > 0:
+        params = list(alpha.values()) + [beta[k] for k in has_split]
+        rates = [options.alpha_lr] * len(alpha) + [options.beta_lr] * len(has_split)
+        adam = _Adam(params)
+        with torch.enable_grad():
+            for _ in range(options.iterations):
+                lo = run(alpha, beta)
+                best = keep_best(lo.detach())
+                if bool(spec.proven(best).all()):
+                    break
+                grads = torch.autograd.grad(lo.sum(), params, allow_unused=True)
+                adam.ascend(grads, rates)
+                with torch.no_grad():
+                    for a in alpha.values():
+                        a.clamp_(0.0, 1.0)
+                    for b in beta.values():
+                        b.clamp_(min=0.0)
+    ctx.record = {name: None for name in record}
+    with torch.no_grad():
+        best = keep_best(run(alpha, beta))
+    best = torch.where(ctx.infeasible.unsqueeze(1), torch.full_like(best, float("inf")), best)
+    coefficients = {k: v.expand(B, *v.shape[1:]) for k, v in ctx.record.items() if v is not None}
+    return BetaResult(best, best_alpha, best_beta, coefficients)
+
+
+def root_subdomains(net: Network, region: Box, m: int,
+                    options: LinearBoundOptions = LinearBoundOptions(),
+                    prior: dict[str, tuple[Tensor, Tensor]] | None = None) -> Subdomains:
+    """One subdomain per region of the batch: CROWN's bounds of every node a
+    relaxation reads (intersected with `prior`, see backsub.propagate), CROWN's
+    adaptive slopes as initial alpha for each of m rows, beta = 0, nothing split."""
+    lower, upper = region.lower.to(options.dtype), region.upper.to(options.dtype)
+    ctx = propagate(net, lower, upper, default_relaxation, everything=False, unstable_only=True,
+                    budget=options.budget, prior=prior)
+    return subdomains_from_bounds(net, lower, upper, ctx.bounds, m)
+
+
+def subdomains_from_bounds(net: Network, lower: Tensor, upper: Tensor,
+                           bounds: dict[str, tuple[Tensor, Tensor]], m: int) -> Subdomains:
+    """Unsplit subdomains over given node bounds (those of every input of a ReLU,
+    Sigmoid, Tanh or MaxPool), alpha = CROWN's adaptive slopes, beta = 0."""
+    kept = {n.inputs[0]: bounds[n.inputs[0]] for n in net.nodes
+            if isinstance(n.layer, (Relu, Sigmoid, Tanh, MaxPool))}
+    splits, alpha, beta = {}, {}, {}
+    for pre in relu_inputs(net):
+        l, u = kept[pre]
+        splits[pre] = torch.zeros(l.shape, dtype=torch.int8)
+        slope = relu_relaxation(l, u).lw
+        alpha[pre] = slope.unsqueeze(1).expand(-1, m, *slope.shape[1:]).clone()
+        beta[pre] = torch.zeros_like(alpha[pre])
+    return Subdomains(lower, upper, kept, splits, alpha, beta)
+
+
+_FORWARD_OPS = (Input, Linear, Affine, Reshape, Relu)
+
+
+def forward_bounds(net: Network, lower: Tensor, upper: Tensor) -> dict[str, tuple[Tensor, Tensor]] | None:
+    """Forward-mode linear bounds (symbolic intervals, as in ReluVal / Neurify; CROWN's
+    forward mode): each node v gets Lw . x + Lb <= v(x) <= Uw . x + Ub over the box
+    [lower, upper] (B, *input_shape), with coefficients (B, n, *shape(v)) for the n input
+    coordinates, concretised into bounds of every Linear node. One pass, cost O(n) per
+    neuron: cheap for low-dimensional inputs, looser than back-substitution (relaxation
+    errors compound through the layers). Linear, Affine, Reshape and ReLU only: None
+    for a network with other ops. Sound: each map below is exact or a valid relaxation."""
+    if not all(isinstance(node.layer, _FORWARD_OPS) for node in net.nodes):
+        return None
+    B = lower.shape[0]
+    n = lower[0].numel()
+    dtype = lower.dtype
+    center = ((lower + upper) / 2).reshape(B, 1, n)
+    radius = ((upper - lower) / 2).reshape(B, 1, n)
+    eye = torch.eye(n, dtype=dtype).reshape(1, n, *net.input_shape).expand(B, n, *net.input_shape)
+    zero = torch.zeros(B, *net.input_shape, dtype=dtype)
+    state = {net.input.name: (eye, zero, eye, zero)}
+    bounds: dict[str, tuple[Tensor, Tensor]] = {}
+
+    def concretise(Lw: Tensor, Lb: Tensor, Uw: Tensor, Ub: Tensor) -> tuple[Tensor, Tensor]:
+        shape = Lb.shape
+        Lw, Uw = Lw.reshape(B, n, -1), Uw.reshape(B, n, -1)
+        lo = torch.bmm(center, Lw) - torch.bmm(radius, Lw.abs())
+        hi = torch.bmm(center, Uw) + torch.bmm(radius, Uw.abs())
+        return lo.reshape(shape) + Lb, hi.reshape(shape) + Ub
+
+    for node in net.nodes[1:]:
+        Lw, Lb, Uw, Ub = state[node.inputs[0]]
+        layer = node.layer
+        if isinstance(layer, Linear):
+            Wp = layer.weight.to(dtype).clamp(min=0).transpose(0, 1)
+            Wn = layer.weight.to(dtype).clamp(max=0).transpose(0, 1)
+            b = layer.bias.to(dtype)
+            state[node.name] = (Lw.matmul(Wp) + Uw.matmul(Wn), Lb.matmul(Wp) + Ub.matmul(Wn) + b,
+                                Uw.matmul(Wp) + Lw.matmul(Wn), Ub.matmul(Wp) + Lb.matmul(Wn) + b)
+            bounds[node.name] = concretise(*state[node.name])
+        elif isinstance(layer, Affine):
+            sp, sn = layer.scale.to(dtype).clamp(min=0), layer.scale.to(dtype).clamp(max=0)
+            c = layer.shift.to(dtype)
+            state[node.name] = (Lw * sp + Uw * sn, Lb * sp + Ub * sn + c, Uw * sp + Lw * sn, Ub * sp + Lb * sn + c)
+        elif isinstance(layer, Reshape):
+            state[node.name] = (Lw.reshape(B, n, *layer.shape), Lb.reshape(B, *layer.shape),
+                                Uw.reshape(B, n, *layer.shape), Ub.reshape(B, *layer.shape))
+        else:  # Relu: lw v <= y <= uw v + ub with lw, uw >= 0
+            if node.inputs[0] not in bounds:
+                bounds[node.inputs[0]] = concretise(Lw, Lb, Uw, Ub)
+            relax = relu_relaxation(*bounds[node.inputs[0]])
+            state[node.name] = (Lw * relax.lw.unsqueeze(1), Lb * relax.lw,
+                                Uw * relax.uw.unsqueeze(1), Ub * relax.uw + relax.ub)
+    return bounds

@@ -3,13 +3,9 @@ Neural Networks", POPL 2019).
 
 Element: per neuron one lower and one upper linear constraint over the previous
 layer plus concrete bounds; the concrete bounds of *every* affine layer are
-obtained by back-substitution to the input (domains.backsub) when the bounds are
-kept (keep=True). Without keep, only neurons that interval arithmetic cannot
-show stable are back-substituted: the spec bound is identical, because a stable
-ReLU's relaxation (identity or zero) does not depend on its bounds, and conv
-nets get several times faster. With ReLU-only networks DeepPoly and CROWN then
-coincide (the area heuristic is CROWN's adaptive slope); they differ on
-sigmoid/tanh/MaxPool and in the kept intermediate bounds.
+obtained by back-substitution to the input (domains.backsub), stable or not, as
+in the paper (CROWN in domains.crown skips neurons interval arithmetic shows
+stable, which gives the same relaxations but looser reported bounds for them).
 Relaxations: ReLU with the area heuristic for the lower slope (1 if u > -l
 else 0) and the chord as upper line; sigmoid/tanh and MaxPool as in the paper.
 The spec C y + d is bounded by back-substituting the rows of C.
@@ -69,9 +65,9 @@ class DeepPoly(Domain):
         upper = region.upper.to(self.options.dtype)
         B = lower.shape[0]
         spec = as_spec(spec, B)
-        full = keep and not self.unstable_only
-        ctx = propagate(self.net, lower, upper, default_relaxation, everything=full,
-                        unstable_only=not full, budget=self.options.budget, keep=keep, splits=splits)
+        ctx = propagate(self.net, lower, upper, default_relaxation, everything=not self.unstable_only,
+                        unstable_only=self.unstable_only, budget=self.options.budget, keep=keep,
+                        splits=splits)
         out_l, out_u = ctx.bounds[self.net.output.name]
         spec_lower = spec_upper = None
         if spec is not None:

@@ -157,7 +157,11 @@ class _Noise:
         idx = (r != 0).any(0).nonzero().squeeze(1)  # (p,)
         p = idx.numel()
         G = z.generators.new_zeros(B, k + p, n)
-        torch.mul(z.generators.reshape(B, z.n_generators, n), scale.reshape(B, 1, n), out=G[:, :z.n_generators])
+        old, s = z.generators.reshape(B, z.n_generators, n), scale.reshape(B, 1, n)
+        if torch.is_grad_enabled() and (old.requires_grad or s.requires_grad):
+            G[:, :z.n_generators] = old * s  # autograd (e.g. input-gradient maps) cannot go through out=
+        else:
+            torch.mul(old, s, out=G[:, :z.n_generators])
         G[:, k + torch.arange(p, device=r.device), idx] = r[:, idx]
         self.count = k + p
         return Zonotope(center, G.reshape(B, k + p, *z.shape))
