@@ -486,6 +486,37 @@ def node_bounds(ctx: _Context, node: Node, lower: Tensor, upper: Tensor, budget:
     return lo.reshape(B, *shape), hi.reshape(B, *shape)
 
 
+def node_bounds_per_sample(ctx: _Context, node: Node, lower: Tensor, upper: Tensor, budget: float,
+                           mask: Tensor, fallback: Bounds) -> Bounds:
+    """As `node_bounds` with `only`, but each region back-substitutes only its own
+    neurons in `mask` (B, n): the K = max per-region count rows become (B, K, *shape)
+    one-hot coefficients (regions with fewer pad with other neurons, whose bounds are
+    sound too). Cheaper than the batch's union of rows when regions differ, e.g.
+    the many small boxes of input splitting. Same bounds as `node_bounds`."""
+    shape = ctx.shapes[node.name]
+    B, n = mask.shape
+    K = int(mask.sum(1).max())
+    fl, fu = fallback[0].reshape(B, n), fallback[1].reshape(B, n)
+    if K == 0:
+        return fallback
+    index = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, :K]  # (B, K), masked neurons first
+    widest = max(int(torch.Size(s).numel()) for s in ctx.shapes.values())
+    chunk = max(1, int(budget // max(1, B * widest)))
+    los, his = [], []
+    for start in range(0, K, chunk):
+        rows = index[:, start:start + chunk]
+        A = torch.zeros(B, rows.shape[1], n, dtype=ctx.dtype).scatter_(2, rows.unsqueeze(-1), 1.0)
+        l_rows, u_rows = backward(ctx, node.name, A.reshape(B, rows.shape[1], *shape),
+                                  A.reshape(B, rows.shape[1], *shape), lower, upper)
+        los.append(l_rows)
+        his.append(u_rows)
+    lo = fl.scatter(1, index, torch.maximum(torch.cat(los, 1), fl.gather(1, index)))
+    hi = fu.scatter(1, index, torch.minimum(torch.cat(his, 1), fu.gather(1, index)))
+    stable = (fl >= 0) | (fu <= 0)
+    lo, hi = torch.where(stable, fl, lo), torch.where(stable, fu, hi)
+    return lo.reshape(B, *shape), hi.reshape(B, *shape)
+
+
 # ------------------------------------------------------------------ the driver
 
 _NONLINEAR = (Relu, Sigmoid, Tanh, MaxPool)
@@ -513,13 +544,13 @@ def _interval(node: Node, bounds: dict[str, Bounds]) -> Bounds | None:
     return c - r, c + r
 
 
-def needed_nodes(net: Network, everything: bool) -> set[str]:
+def needed_nodes(net: Network, everything: bool, output: bool = True) -> set[str]:
     """Nodes whose bounds the relaxations need (inputs of nonlinear ops, closed
-    backwards through rearranging/monotone ops), plus the output."""
+    backwards through rearranging/monotone ops), plus the output (if `output`)."""
     if everything:
         return {n.name for n in net.nodes}
     by_name = {n.name: n for n in net.nodes}
-    need = {net.output.name}
+    need = {net.output.name} if output else set()
     for n in net.nodes:
         if isinstance(n.layer, _NONLINEAR):
             need.add(n.inputs[0])
@@ -533,13 +564,14 @@ def propagate(net: Network, lower: Tensor, upper: Tensor,
               relax_fn: Callable[[Layer, Tensor, Tensor], Relaxation | MaxPoolRelaxation],
               everything: bool, unstable_only: bool, budget: float, keep: bool = False,
               splits: dict[str, Tensor] | None = None,
-              prior: dict[str, Bounds] | None = None) -> _Context:
+              prior: dict[str, Bounds] | None = None, output: bool = True) -> _Context:
     """Compute bounds of the nodes the relaxations need (or of every node), in
     topological order, each by back-substitution to the input box.
 
     prior: bounds already known for some nodes (e.g. a cheaper pass, or a region
     containing this one); they are intersected with the new ones, and neurons
-    they show stable are not back-substituted.
+    they show stable are not back-substituted. output=False: skip the output's
+    bounds when nothing reads them (only the relaxations' inputs are needed).
 
     keep: accepted for symmetry; every node not back-substituted gets interval
     bounds from its inputs anyway (cheap, sound), so the result does not depend on it. splits: branch-and-bound phase
@@ -553,7 +585,7 @@ def propagate(net: Network, lower: Tensor, upper: Tensor,
     ctx.infeasible = torch.zeros(lower.shape[0], dtype=torch.bool)
     consumers = net.consumers()
     by_name = {n.name: n for n in net.nodes}
-    need = needed_nodes(net, everything)
+    need = needed_nodes(net, everything, output)
     splits = splits or {}
     for node in net.nodes[1:]:
         layer = node.layer
@@ -579,11 +611,17 @@ def propagate(net: Network, lower: Tensor, upper: Tensor,
             only = None
             feeds_relu_only = all(isinstance(by_name[c].layer, Relu) for c in consumers[node.name]) \
                 and consumers[node.name] and not everything
+            per_sample = None
             if unstable_only and interval is not None and feeds_relu_only:
                 l, u = interval
-                flat_unstable = ((l < 0) & (u > 0)).reshape(l.shape[0], -1).any(0)
-                only = flat_unstable.nonzero().flatten()
-            bounds = node_bounds(ctx, node, lower, upper, budget, only, interval)
+                unstable = ((l < 0) & (u > 0)).reshape(l.shape[0], -1)
+                only = unstable.any(0).nonzero().flatten()
+                if 4 * int(unstable.sum(1).max()) < 3 * len(only):
+                    per_sample = unstable
+            if per_sample is not None:
+                bounds = node_bounds_per_sample(ctx, node, lower, upper, budget, per_sample, interval)
+            else:
+                bounds = node_bounds(ctx, node, lower, upper, budget, only, interval)
         if node.name in splits:
             bounds = _apply_splits(ctx, bounds, splits[node.name])
         ctx.bounds[node.name] = bounds

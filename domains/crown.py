@@ -27,6 +27,7 @@ Ops and regions as DeepPoly (domains.deeppoly). Sound, not complete.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -175,7 +176,8 @@ def relu_inputs(net: Network) -> dict[str, str]:
 
 
 def beta_crown(net: Network, domains: Subdomains, spec: Spec, options: BetaOptions = BetaOptions(),
-               dtype: torch.dtype = torch.float32, record: tuple[str, ...] = ()) -> BetaResult:
+               dtype: torch.dtype = torch.float32, record: tuple[str, ...] = (),
+               deadline: float | None = None) -> BetaResult:
     """Lower bounds of C y + d on each subdomain, optimising alpha and beta by Adam.
 
     For split constraints s_j z_j >= 0 (s = split) and any beta >= 0,
@@ -187,7 +189,8 @@ def beta_crown(net: Network, domains: Subdomains, spec: Spec, options: BetaOptio
     iterations is kept together with its parameters (iterations = 0: one CROWN pass
     with the given parameters). Empty subdomains (some l > u) get +inf. `record`:
     nodes whose lower-bound coefficients in the final pass (after the last step) are
-    returned, e.g. ReLU nodes for branching scores, the input for input splitting."""
+    returned, e.g. ReLU nodes for branching scores, the input for input splitting.
+    deadline (time.perf_counter() value): stop optimising when it has passed."""
     ctx = fixed_context(net, {net.input.name: (domains.lower, domains.upper), **domains.bounds}, dtype)
     pre_to_relu = relu_inputs(net)
     B = domains.batch_size
@@ -226,7 +229,7 @@ def beta_crown(net: Network, domains: Subdomains, spec: Spec, options: BetaOptio
             for _ in range(options.iterations):
                 lo = run(alpha, beta)
                 best = keep_best(lo.detach())
-                if bool(spec.proven(best).all()):
+                if bool(spec.proven(best).all()) or (deadline is not None and time.perf_counter() > deadline):
                     break
                 grads = torch.autograd.grad(lo.sum(), params, allow_unused=True)
                 adam.ascend(grads, rates)
@@ -251,7 +254,7 @@ def root_subdomains(net: Network, region: Box, m: int,
     adaptive slopes as initial alpha for each of m rows, beta = 0, nothing split."""
     lower, upper = region.lower.to(options.dtype), region.upper.to(options.dtype)
     ctx = propagate(net, lower, upper, default_relaxation, everything=False, unstable_only=True,
-                    budget=options.budget, prior=prior)
+                    budget=options.budget, prior=prior, output=False)
     return subdomains_from_bounds(net, lower, upper, ctx.bounds, m)
 
 
@@ -324,4 +327,47 @@ def forward_bounds(net: Network, lower: Tensor, upper: Tensor) -> dict[str, tupl
             relax = relu_relaxation(*bounds[node.inputs[0]])
             state[node.name] = (Lw * relax.lw.unsqueeze(1), Lb * relax.lw,
                                 Uw * relax.uw.unsqueeze(1), Ub * relax.uw + relax.ub)
+    return bounds
+
+
+def optimized_bounds(net: Network, region: Box, options: BetaOptions = BetaOptions(),
+                     linear: LinearBoundOptions = LinearBoundOptions(),
+                     deadline: float | None = None) -> dict[str, tuple[Tensor, Tensor]]:
+    """Pre-activation bounds of every ReLU input with alpha-CROWN optimised slopes
+    (Xu et al., ICLR 2021, for intermediate layers): layer by layer, the lower bound
+    of each possibly unstable neuron z_j and the lower bound of -z_j are back-substituted
+    through the network truncated at that layer, with one slope per (row, earlier ReLU
+    neuron) optimised as in `beta_crown`, and intersected with CROWN's bounds. Later
+    layers use the tightened bounds of earlier ones. Sound for the same reason as
+    alpha-CROWN: every slope in [0, 1] gives a valid bound. Past `deadline`
+    (time.perf_counter()), the remaining layers keep CROWN's bounds."""
+    lower, upper = region.lower.to(linear.dtype), region.upper.to(linear.dtype)
+    B = lower.shape[0]
+    ctx = propagate(net, lower, upper, default_relaxation, everything=False, unstable_only=True,
+                    budget=linear.budget, output=False)
+    bounds = {k: ctx.bounds[k] for k in relu_inputs(net)}
+    position = {n.name: i for i, n in enumerate(net.nodes)}
+    for k in relu_inputs(net):
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+        truncated = Network(net.nodes[:position[k] + 1])
+        earlier = relu_inputs(truncated)
+        if not earlier:
+            continue
+        l, u = bounds[k]
+        unstable = ((l < 0) & (u > 0)).reshape(B, -1).any(0).nonzero().flatten()
+        U = len(unstable)
+        if U == 0:
+            continue
+        n = l[0].numel()
+        eye = torch.zeros(U, n)
+        eye[torch.arange(U), unstable] = 1.0
+        spec = Spec(torch.cat([eye, -eye]).expand(B, 2 * U, n), torch.zeros(B, 2 * U), torch.arange(2 * U))
+        kept = {name: bounds[name] for name in earlier}
+        sub = subdomains_from_bounds(truncated, lower, upper, {**ctx.bounds, **kept}, 2 * U)
+        rows = beta_crown(truncated, sub, spec, options, linear.dtype, deadline=deadline).spec_lower
+        flat_l, flat_u = l.reshape(B, n).clone(), u.reshape(B, n).clone()
+        flat_l[:, unstable] = torch.maximum(flat_l[:, unstable], rows[:, :U].to(flat_l.dtype))
+        flat_u[:, unstable] = torch.minimum(flat_u[:, unstable], -rows[:, U:].to(flat_u.dtype))
+        bounds[k] = (flat_l.reshape(l.shape), flat_u.reshape(u.shape))
     return bounds

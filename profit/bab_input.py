@@ -1,0 +1,221 @@
+"""Input splitting: branch and bound over sub-boxes of a low-dimensional input region.
+
+Each batch pops the live boxes whose centres have the lowest spec margins (an upper
+bound of the box's minimum: the likeliest counterexamples first; a proof visits every
+box anyway) and bounds them in two stages (`_bound`): forward-mode linear bounds
+(`domains.crown.forward_bounds`, cost O(inputs) per neuron) with one CROWN pass for
+the spec, then, for the boxes still open, CROWN's back-substituted pre-activation
+bounds (intersected with the forward ones; each box back-substitutes only its own
+unstable neurons). Per box this gives the spec rows' lower bounds and their input
+coefficients lA (C y + d >= lA . x + c on the box). Then:
+
+- proven boxes (spec margin > 0; float32 margins in (0, near_zero] only after a
+  float64 re-bound agrees) are dropped;
+- the others are tried as counterexamples at their centres and at the vertices
+  minimising a . x, a = the sum of lA over the rows that decide the margin (the best
+  row of each unproven clause); PGD runs in the few with the lowest centre margins;
+- the rest are halved along the coordinate with the largest smear (ReluVal, Wang et
+  al., USENIX Security 2018): an interval bound of |d(c . y)/dx_i| over the box, with
+  each unstable ReLU's derivative in [0, 1], times width_i, c the decisive rows; or,
+  with input_branching="sb", |a_i| * width_i (halving coordinate i raises
+  min_x a . x by |a_i| * width_i / 2 with the linear bound unchanged).
+
+Complete in the limit for properties whose violations (if any) have interior:
+bounds of ever smaller boxes converge to the network's values. A box too small to
+halve in float32 and still undecided makes the answer Unknown("precision: ...").
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import Tensor
+
+from domains.crown import BetaOptions, beta_crown, forward_bounds, root_subdomains, subdomains_from_bounds
+from domains.deeppoly import LinearBoundOptions
+from networks.ir import Affine, Linear, Network, Relu, Reshape
+from profit.bab import Outcome, Pool, Proven, Run, Unknown, focus_rows
+from specs.properties import Spec
+from specs.regions import Box
+
+_PGD_BOXES = 16  # open boxes of a batch (lowest centre margins) that PGD runs in
+
+
+def _bound(net: Network, spec: Spec, lower: Tensor, upper: Tensor, shape: tuple[int, ...],
+           iterations: int, dtype: torch.dtype) -> tuple[Tensor, Tensor, dict[str, tuple[Tensor, Tensor]]]:
+    """Spec row lower bounds (k, m), input coefficients (k, m, n) and the bounds (k, ...)
+    of the nodes the relaxations read (the smear reads them), for k flat boxes.
+
+    Two stages: forward-mode intermediate bounds (cheap with few inputs) with a CROWN
+    pass for the spec; the boxes this leaves unproven are re-bounded with CROWN's
+    back-substituted intermediate bounds (intersected with the forward ones), and
+    alpha-CROWN if `iterations` > 0. Networks outside forward mode's ops: CROWN only."""
+    k, m = lower.shape[0], spec.n_rows
+    lower, upper = lower.reshape(k, *shape).to(dtype), upper.reshape(k, *shape).to(dtype)
+    record = (net.input.name,)
+    rows = torch.full((k, m), float("-inf"), dtype=dtype)
+    coeff = torch.zeros(k, m, *shape, dtype=dtype)
+    open_ = torch.arange(k)
+    fwd = forward_bounds(net, lower, upper)
+    if fwd is not None:
+        first = beta_crown(net, subdomains_from_bounds(net, lower, upper, fwd, m), spec,
+                           BetaOptions(iterations=0), dtype, record)
+        rows = first.spec_lower
+        coeff = first.coefficients.get(net.input.name, coeff)
+        open_ = (spec.spec_margin(rows) <= 0).nonzero().flatten()
+    if len(open_):
+        prior = None if fwd is None else {name: (l[open_], u[open_]) for name, (l, u) in fwd.items()}
+        domains = root_subdomains(net, Box(lower[open_], upper[open_]), m, LinearBoundOptions(dtype=dtype), prior)
+        second = beta_crown(net, domains, spec[open_], BetaOptions(iterations=iterations), dtype, record)
+        rows = rows.clone()
+        rows[open_] = torch.maximum(rows[open_], second.spec_lower)
+        if net.input.name in second.coefficients:
+            coeff = coeff.clone()
+            coeff[open_] = second.coefficients[net.input.name]
+    if fwd is None:
+        return rows, coeff.reshape(k, m, -1), domains.bounds
+    bounds = {name: (l.clone(), u.clone()) for name, (l, u) in fwd.items()}
+    if len(open_):
+        for name, (l, u) in domains.bounds.items():
+            if name in bounds:
+                bounds[name][0][open_] = l
+                bounds[name][1][open_] = u
+    return rows, coeff.reshape(k, m, -1), bounds
+
+
+def _gradient_smear(net: Network, C: Tensor, bounds: dict[str, tuple[Tensor, Tensor]],
+                    width: Tensor) -> Tensor | None:
+    """ReluVal's smear (Wang et al., USENIX Security 2018): |d(C y)/dx_i| bounded over the
+    box by interval arithmetic on the gradient (an unstable ReLU's derivative is [0, 1]),
+    times width_i; (k, n). C (k, n_out): the rows to differentiate. None unless the
+    network is a chain of Linear / Affine / Reshape / ReLU whose ReLU inputs have bounds."""
+    nodes = net.nodes
+    if any(len(n.inputs) != 1 or n.inputs[0] != p.name for p, n in zip(nodes, nodes[1:])):
+        return None
+    k = C.shape[0]
+    g_lo = g_hi = C.reshape(k, *net.output.shape).to(width.dtype)
+    for prev, node in zip(reversed(nodes[:-1]), reversed(nodes[1:])):
+        layer = node.layer
+        if isinstance(layer, Linear):
+            W = layer.weight.to(g_lo.dtype)
+            center, radius = (g_lo + g_hi) / 2, (g_hi - g_lo) / 2
+            center, radius = center.matmul(W), radius.matmul(W.abs())
+            g_lo, g_hi = center - radius, center + radius
+        elif isinstance(layer, Affine):
+            s = layer.scale.to(g_lo.dtype)
+            g_lo, g_hi = torch.minimum(g_lo * s, g_hi * s), torch.maximum(g_lo * s, g_hi * s)
+        elif isinstance(layer, Reshape):
+            g_lo, g_hi = g_lo.reshape(k, *prev.shape), g_hi.reshape(k, *prev.shape)
+        elif isinstance(layer, Relu) and prev.name in bounds:
+            l, u = bounds[prev.name]
+            active, dead = l >= 0, u <= 0
+            g_lo = torch.where(active, g_lo, torch.where(dead, 0.0, g_lo.clamp(max=0)))
+            g_hi = torch.where(active, g_hi, torch.where(dead, 0.0, g_hi.clamp(min=0)))
+        else:
+            return None
+    return torch.maximum(g_lo.abs(), g_hi.abs()).reshape(k, -1) * width
+
+
+def _margins(run: Run, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor, Tensor, dict]:
+    """(margin (k,), row lower bounds (k, m), coefficients (k, m, n), node bounds); a float32 margin in
+    (0, near_zero] is replaced by the float64 re-bound's (the float32 one may be rounding)."""
+    spec, shape = run.spec, tuple(run.region.shape)
+    k = lower.shape[0]
+    rows, coeff, bounds = _bound(run.net, spec.expand(k), lower, upper, shape, run.options.input_alpha,
+                                 torch.float32)
+    margin = spec.expand(k).spec_margin(rows)
+    near = ((margin > 0) & (margin <= run.options.near_zero)).nonzero().flatten()
+    if len(near):
+        rows64, _, _ = _bound(run.net64, spec.expand(len(near)), lower[near], upper[near], shape,
+                           run.options.input_alpha, torch.float64)
+        margin64 = spec.expand(len(near)).spec_margin(rows64)
+        margin = margin.clone()
+        margin[near] = torch.where(margin64 > 0, margin[near], margin64.float().clamp(max=0.0))
+    return margin, rows, coeff, bounds
+
+
+def _halves(lower: Tensor, upper: Tensor, dim: Tensor) -> tuple[Tensor, Tensor]:
+    """The two halves of each box (k, n) along dim (k,): (2k, n) lower and upper bounds,
+    left halves first. The midpoint is a float32 value shared by both halves, so the
+    halves cover the box exactly."""
+    rows = torch.arange(lower.shape[0])
+    mid = (lower[rows, dim] + upper[rows, dim]) / 2
+    left_hi, right_lo = upper.clone(), lower.clone()
+    left_hi[rows, dim] = mid
+    right_lo[rows, dim] = mid
+    return torch.cat([lower, right_lo]), torch.cat([left_hi, upper])
+
+
+def _choose(lower: Tensor, upper: Tensor, score: Tensor) -> tuple[Tensor, Tensor]:
+    """The coordinate to halve per box (k,): argmax of score (k, n) among those that can
+    still be halved in float32 (ties: the widest); and (k,) bool: whether there is one."""
+    mid = (lower + upper) / 2
+    splittable = (mid > lower) & (mid < upper)
+    score = score + 1e-12 * (upper - lower)
+    score = torch.where(splittable, score, torch.full_like(score, -1.0))
+    return score.argmax(1), splittable.any(1)
+
+
+def _branch_scores(run: Run, rows: Tensor, coeff: Tensor, bounds: dict[str, tuple[Tensor, Tensor]],
+                   lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+    """Per open box: the direction a (k, n) = sum of lA over the focus rows (its
+    minimising vertex is a counterexample candidate), and the branching score (k, n):
+    ReluVal's smear, or |a| * width (also the fallback where smear does not apply)."""
+    spec = run.spec.expand(rows.shape[0])
+    focus = focus_rows(spec, rows).unsqueeze(-1)
+    direction = (focus * coeff).sum(1)
+    width = upper - lower
+    if run.options.input_branching == "smear" and bounds:
+        smear = _gradient_smear(run.net, (focus * spec.C.to(focus.dtype)).sum(1), bounds, width)
+        if smear is not None:
+            return direction, smear
+    return direction, direction.abs() * width
+
+
+def _center_margins(run: Run, lower: Tensor, upper: Tensor) -> Tensor:
+    """The spec margin at each box centre (k,): an upper bound of the box's minimum margin,
+    the pool's priority (boxes likeliest to hold a counterexample first; for a proof every
+    box is visited anyway)."""
+    k = lower.shape[0]
+    with torch.no_grad():
+        y = run.net.logits(((lower + upper) / 2).reshape(k, *run.region.shape))
+    return run.spec.expand(k).margin(y).float()
+
+
+def search(run: Run) -> Outcome:
+    """Input-splitting BaB on run.region; see the module docstring."""
+    options = run.options
+    shape = tuple(run.region.shape)
+    pool = Pool()
+    pool.push(torch.zeros(1), lower=run.region.lower.reshape(1, -1), upper=run.region.upper.reshape(1, -1))
+    stuck = 0
+    while len(pool):
+        if run.expired():
+            return Unknown("timeout")
+        start = time.perf_counter()
+        priority, boxes = pool.pop(run.batch_size(options.input_batch))
+        popped = boxes["lower"].shape[0]
+        margin, rows, coeff, bounds = _margins(run, boxes["lower"], boxes["upper"])
+        open_ = (margin <= 0).nonzero().flatten()
+        if len(open_):
+            lower, upper, margin = boxes["lower"][open_], boxes["upper"][open_], margin[open_]
+            bounds = {name: (l[open_], u[open_]) for name, (l, u) in bounds.items()}
+            direction, score = _branch_scores(run, rows[open_], coeff[open_], bounds, lower, upper)
+            cex = run.try_points(torch.cat([(lower + upper) / 2, torch.where(direction > 0, lower, upper)]))
+            if cex is None:
+                worst = priority[open_].argsort()[:_PGD_BOXES]
+                cex = run.attack(Box(lower[worst].reshape(-1, *shape), upper[worst].reshape(-1, *shape)),
+                                 restarts=4, steps=20, seed_offset=run.batches + 1)
+            if cex is not None:
+                return cex
+            dim, ok = _choose(lower, upper, score)
+            stuck += int((~ok).sum())
+            child_lo, child_hi = _halves(lower[ok], upper[ok], dim[ok])
+            pool.push(_center_margins(run, child_lo, child_hi), lower=child_lo, upper=child_hi)
+        run.record_batch(popped, time.perf_counter() - start, len(pool))
+        if len(pool) > options.max_domains:
+            return Unknown(f"memory: {len(pool)} live subdomains")
+    if stuck:
+        return Unknown(f"precision: {stuck} boxes too small to split are undecided")
+    return Proven()
