@@ -1,7 +1,8 @@
 """Train the networks the project ships, export them to ONNX and write their model cards.
 
-    python -m networks.train [--net all|mnist_mlp|mnist_conv|mnist_5v6] [--epochs E]
-                             [--seed S] [--out networks/models]
+    python -m networks.train [--net all|mnist_mlp|mnist_conv|mnist_5v6|mnist_conv_standard|
+                                   mnist_conv_pgd|mnist_conv_ibp] [--epochs E] [--seed S]
+                             [--out networks/models]
 
 Data: only the 10k MNIST *test* set is available offline (``../shared/data/mnist``).
 We train on test images 2,000-9,999 and evaluate on images 0-1,999; images 0-99 (and
@@ -10,6 +11,12 @@ Training is on CPU, single-threaded and deterministic for a seed: each net resee
 torch and numpy at its start, so ``--net all`` and ``--net <name>`` give the same
 weights. Each ONNX file is checked against the torch model with onnxruntime before
 its card is written.
+
+The three `mnist_conv_*` nets share mnist_conv's architecture and differ only in how
+they are trained (for the proof-feature comparison of ProFIt, ICLR 2024): standard
+cross-entropy, PGD adversarial training, and certified training with interval bound
+propagation (IBP, Gowal et al. 2018) through the project's own differentiable
+`domains.box.interval_bounds`. Their cards add CROWN-certified accuracy.
 """
 
 import argparse
@@ -24,8 +31,13 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from domains import Crown
+from domains.box import interval_bounds
 from networks.datasets import load_mnist_test
 from networks.export import INPUT_NAME, to_onnx
+from networks.ir import Conv, Input, Linear, Network, Node, Relu, Reshape
+from networks.onnx_import import load_onnx
+from specs import linf_ball, robustness
 
 TRAIN_RANGE = (2000, 10000)  # MNIST test images used for training
 TEST_RANGE = (0, 2000)  # held-out MNIST test images used for evaluation
@@ -33,6 +45,8 @@ N_SAMPLES = 100  # shipped samples: MNIST test images 0-99
 INPUT_SHAPE = (1, 28, 28)
 DEFAULT_OUT = Path(__file__).resolve().parent / "models"
 MAX_ONNX_DIFF = 1e-4  # max |onnxruntime - torch| on the held-out set before we refuse
+CERTIFY_EPS = (0.02, 0.1)  # eps of the CROWN-certified accuracy in the comparison nets' cards
+CERTIFY_COUNT = 500  # certified accuracy on test images 0-499 (never trained on)
 
 
 @dataclass(frozen=True)
@@ -47,6 +61,9 @@ class TrainOptions:
     adv_eps: float = 0.0  # L_inf radius of PGD augmentation (0 = none)
     adv_steps: int = 3  # PGD steps (random start, step eps/2)
     adv_start: float = 1 / 3  # PGD augmentation from epoch floor(adv_start * epochs) on
+    ibp_eps: float = 0.0  # certified training: L_inf radius of the IBP loss (0 = none)
+    ibp_ramp: float = 0.5  # eps ramps linearly from 0 to ibp_eps over this fraction of the steps
+    ibp_kappa: float = 0.5  # weight of the clean loss, from 1 down to ibp_kappa during the ramp
 
     @property
     def adv_from_epoch(self) -> int:
@@ -65,6 +82,7 @@ class NetSpec:
     binarize: bool  # threshold the data at 0.5 (the data's preprocessing, not a layer)
     options: TrainOptions
     summary: str  # one line for the README
+    certify: tuple[float, ...] = ()  # eps values at which the card reports CROWN-certified accuracy
 
 
 def _mlp() -> nn.Sequential:
@@ -128,6 +146,26 @@ NETS: dict[str, NetSpec] = {
             options=TrainOptions(epochs=60, lr=3e-3, weight_decay=1e-3),
             summary="binary 5-vs-6 classifier on binarised MNIST (class 0 = '5', 1 = '6')",
         ),
+        *(
+            NetSpec(
+                name=f"mnist_conv_{method}",
+                build=_conv,
+                architecture="as mnist_conv: Conv 1->16 4x4 stride 2 pad 1 -> Relu -> Conv 16->32 4x4 "
+                "stride 2 pad 1 -> Relu -> Flatten -> Gemm 1568x100 -> Relu -> Gemm 100x10",
+                digits=tuple(range(10)),
+                binarize=False,
+                options=options,
+                summary=f"mnist_conv's architecture, {how} (proof-feature comparison)",
+                certify=CERTIFY_EPS,
+            )
+            for method, how, options in (
+                ("standard", "standard training", TrainOptions(epochs=10)),
+                ("pgd", "PGD adversarial training at eps 0.1",
+                 TrainOptions(epochs=15, adv_eps=0.1, adv_steps=5, adv_start=0.2)),
+                ("ibp", "certified IBP training at eps 0.15",
+                 TrainOptions(epochs=20, max_shift=0, ibp_eps=0.15)),
+            )
+        ),
     )
 }
 
@@ -180,6 +218,41 @@ def _pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: 
     return (x + delta).clamp(0, 1).detach()
 
 
+def _to_ir(model: nn.Sequential, input_shape: tuple[int, ...]) -> Network:
+    """The IR of a Conv/Linear/ReLU/Flatten model whose layers hold the model's own parameters,
+    so that bounds computed on it are differentiable in the weights (IBP training)."""
+    nodes = [Node("input", Input(), (), tuple(input_shape))]
+    x = torch.zeros(1, *input_shape)
+    for i, module in enumerate(model):
+        with torch.no_grad():
+            x = module(x)
+        if isinstance(module, nn.Conv2d):
+            p = module.padding
+            layer = Conv(module.weight, module.bias, tuple(module.stride), (p[0], p[1], p[0], p[1]))
+        elif isinstance(module, nn.Linear):
+            layer = Linear(module.weight, module.bias)
+        elif isinstance(module, nn.ReLU):
+            layer = Relu()
+        elif isinstance(module, nn.Flatten):
+            layer = Reshape(tuple(x.shape[1:]))
+        else:
+            raise TypeError(f"module {i}: {type(module).__name__} has no IR layer here")
+        nodes.append(Node(f"m{i}", layer, (nodes[-1].name,), tuple(x.shape[1:])))
+    return Network(tuple(nodes))
+
+
+def _margin_lower(net: Network, lower: torch.Tensor, upper: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """IBP lower bounds (B, k) of y_label - y_j, with the rows e_label - e_j folded into the
+    last Linear layer (tighter than differencing the logit intervals); 0 at j = label."""
+    h_lo, h_hi = interval_bounds(net, lower, upper)[net.output.inputs[0]]
+    last = net.output.layer
+    eye = torch.eye(last.weight.shape[0])
+    C = eye[y].unsqueeze(1) - eye.unsqueeze(0)  # (B, k, k): row j = e_label - e_j
+    CW, Cb = C.matmul(last.weight), C.matmul(last.bias)
+    center, radius = ((h_hi + h_lo) / 2).unsqueeze(-1), ((h_hi - h_lo) / 2).unsqueeze(-1)
+    return (CW.matmul(center) - CW.abs().matmul(radius)).squeeze(-1) + Cb
+
+
 def train(spec: NetSpec, x: np.ndarray, y: np.ndarray, seed: int,
           log: Callable[[str], None] = print) -> nn.Sequential:
     """Train ``spec``'s network on (x, y) with Adam; deterministic for ``seed``."""
@@ -191,6 +264,9 @@ def train(spec: NetSpec, x: np.ndarray, y: np.ndarray, seed: int,
     steps_per_epoch = -(-len(x) // opts.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=opts.epochs * steps_per_epoch)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    ir = _to_ir(model, tuple(x.shape[1:])) if opts.ibp_eps > 0 else None
+    ramp_steps = max(1, int(opts.ibp_ramp * opts.epochs * steps_per_epoch))
+    step = 0
     for epoch in range(opts.epochs):
         model.train()
         adversarial = opts.adv_eps > 0 and epoch >= opts.adv_from_epoch
@@ -204,6 +280,12 @@ def train(spec: NetSpec, x: np.ndarray, y: np.ndarray, seed: int,
             if adversarial:
                 x_adv = _pgd(model, xb, yb, opts.adv_eps, opts.adv_steps, gen)
                 loss = 0.5 * loss + 0.5 * nn.functional.cross_entropy(model(x_adv), yb)
+            if ir is not None:
+                ramp = min(1.0, step / ramp_steps)
+                eps, kappa = ramp * opts.ibp_eps, 1 - ramp * (1 - opts.ibp_kappa)
+                worst = -_margin_lower(ir, (xb - eps).clamp(0, 1), (xb + eps).clamp(0, 1), yb)
+                loss = kappa * loss + (1 - kappa) * nn.functional.cross_entropy(worst, yb)
+                step += 1
             optim.zero_grad()
             loss.backward()
             optim.step()
@@ -211,7 +293,8 @@ def train(spec: NetSpec, x: np.ndarray, y: np.ndarray, seed: int,
             total += loss.item() * len(idx)
             correct += int((logits.argmax(1) == yb).sum())
         log(f"  {spec.name} epoch {epoch + 1}/{opts.epochs}: loss {total / len(x):.4f}, "
-            f"train acc {correct / len(x):.4f}{' (+PGD)' if adversarial else ''}")
+            f"train acc {correct / len(x):.4f}{' (+PGD)' if adversarial else ''}"
+            f"{f' (+IBP eps {min(1.0, step / ramp_steps) * opts.ibp_eps:.3f})' if ir is not None else ''}")
     return model.eval()
 
 
@@ -230,12 +313,30 @@ def _pgd_accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, eps: float) ->
         return float((model(x_adv).argmax(1) == yt).float().mean())
 
 
+def _certified_accuracy(model: nn.Module, path: Path, x: np.ndarray, y: np.ndarray, eps: float) -> float:
+    """Fraction of the images (x, y) that CROWN proves robust at `eps` on the exported network.
+    Images that are misclassified or broken by a 10-step PGD attack cannot be certified and
+    are not sent to CROWN (this only saves time)."""
+    net = load_onnx(path)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    x_adv = _pgd(model, xt, yt, eps, 10, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        candidate = (model(xt).argmax(1) == yt) & (model(x_adv).argmax(1) == yt)
+    index = candidate.nonzero().flatten()
+    proven = 0
+    for start in range(0, len(index), 50):
+        chunk = index[start:start + 50]
+        proven += int(Crown(net).bound(linf_ball(xt[chunk], eps), robustness(yt[chunk], 10)).proven.sum())
+    return proven / len(x)
+
+
 def _command(spec: NetSpec, seed: int, epochs: int) -> str:
     return f"python -m networks.train --net {spec.name} --seed {seed} --epochs {epochs}"
 
 
 def _card(spec: NetSpec, seed: int, path: Path, n_train: int, n_test: int, acc: float,
-          acc_samples: float, n_samples: int, pgd: dict[float, float], seconds: float) -> str:
+          acc_samples: float, n_samples: int, pgd: dict[float, float], seconds: float,
+          certified: dict[float, float] | None = None) -> str:
     """The model card (markdown) for a trained and exported network."""
     opts = spec.options
     digits = ", ".join(str(d) for d in spec.digits)
@@ -249,6 +350,12 @@ def _card(spec: NetSpec, seed: int, path: Path, n_train: int, n_test: int, acc: 
         f"step eps/2), so that small eps-balls (0.01-0.03) are more often provable"
         if opts.adv_eps > 0 else "none"
     )
+    if opts.ibp_eps > 0:
+        adv += (f"; certified training (IBP, Gowal et al. 2018): the loss is kappa * clean loss + "
+                f"(1 - kappa) * cross-entropy of the worst-case logits -lower(y_label - y_j) from "
+                f"`domains.box.interval_bounds` on the eps-ball, with eps ramped linearly from 0 to "
+                f"{opts.ibp_eps} and kappa from 1 to {opts.ibp_kappa} over the first "
+                f"{opts.ibp_ramp:.0%} of the steps")
     pre = (
         "pixels scaled to [0, 1], then **binarised** (pixel > 0.5 -> 1, else 0) as in the "
         "explanation-enumeration work of Ignatiev et al. (NeurIPS 2019); the network itself "
@@ -256,6 +363,14 @@ def _card(spec: NetSpec, seed: int, path: Path, n_train: int, n_test: int, acc: 
         if spec.binarize else
         "pixels scaled to [0, 1] (value / 255); no normalisation layer"
     )
+    tuning = (
+        "- hyper-parameters were set once, without tuning (the held-out images 0-1,999 were never "
+        "used to choose them)" if spec.certify else
+        "- hyper-parameters were picked on a validation split (train on images 2,000-7,999, validate on\n"
+        "  8,000-9,999), never on the held-out images 0-1,999")
+    certified_lines = "".join(
+        f"| CROWN-certified accuracy, eps {eps} (test images 0-{CERTIFY_COUNT - 1}) | {a:.4f} |\n"
+        for eps, a in (certified or {}).items())
     pgd_lines = "".join(
         f"| accuracy under 10-step PGD, eps {eps} (upper bound on robust accuracy) | {a:.4f} |\n"
         for eps, a in pgd.items()
@@ -289,8 +404,7 @@ Preprocessing: {pre}.
 - epochs: {opts.epochs}; seed {seed}; CPU, one thread, `torch.use_deterministic_algorithms(True)`
 - augmentation: random translation by up to ±{opts.max_shift} px per axis (zero fill)
 - adversarial augmentation: {adv}
-- hyper-parameters were picked on a validation split (train on images 2,000-7,999, validate on
-  8,000-9,999), never on the held-out images 0-1,999
+{tuning}
 - training time: {seconds:.0f} s on one CPU core (torch {torch.__version__})
 
 Command (from the repository root):
@@ -303,7 +417,7 @@ Command (from the repository root):
 |---|---|
 | held-out accuracy (test images 0-1,999, {n_test:,} images) | **{acc:.4f}** |
 | accuracy on the shipped samples (test images 0-99, {n_samples} images) | {acc_samples:.4f} |
-{pgd_lines}
+{pgd_lines}{certified_lines}
 The exported ONNX agrees with the torch model to within {MAX_ONNX_DIFF:g} (max abs logit difference) on
 the held-out set; training refuses to write the card otherwise.
 """
@@ -374,9 +488,12 @@ def run(spec: NetSpec, images: np.ndarray, labels: np.ndarray, seed: int, out: P
     acc = float((got.argmax(1) == y_test).mean())
     acc_smp = float((_onnx_logits(path, x_smp).argmax(1) == y_smp).mean())
     pgd = {} if spec.binarize else {e: _pgd_accuracy(model, x_test, y_test, e) for e in (0.01, 0.03)}
-    card = _card(spec, seed, path, len(x_train), len(x_test), acc, acc_smp, len(x_smp), pgd, seconds)
+    certified = {e: _certified_accuracy(model, path, x_test[:CERTIFY_COUNT], y_test[:CERTIFY_COUNT], e)
+                 for e in spec.certify}
+    card = _card(spec, seed, path, len(x_train), len(x_test), acc, acc_smp, len(x_smp), pgd, seconds,
+                 certified)
     (out / f"{spec.name}.md").write_text(card)
-    print(f"{spec.name}: held-out accuracy {acc:.4f}, samples {acc_smp:.4f}, PGD {pgd}, "
+    print(f"{spec.name}: held-out accuracy {acc:.4f}, samples {acc_smp:.4f}, PGD {pgd}, certified {certified}, "
           f"onnx diff {diff:.1e}, {path.stat().st_size:,} bytes, {seconds:.0f} s")
     return acc
 
