@@ -9,6 +9,8 @@
                                               # a VNN-LIB property, VNN-COMP result file
     profit features NET.onnx [--images SRC] [--eps E] [--domain crown] [--layer -1] [--topk 20] ...
                                               # proof features: small sufficient sets (ProFIt)
+    profit explain [NET] -p PATCH -d IDX [--mode local|absolute] [--enum axp|cxp|both] [--save] ...
+                                              # formal explanations over a pixel patch
 
 NET is an ONNX path or the bare name of a shipped network (e.g. `mnist_mlp`).
 Every subcommand is one function registered with `@_command`, which declares its
@@ -223,6 +225,8 @@ def _vnnlib(args: argparse.Namespace) -> int:
                help="also evaluate top-k sufficiency for k = 1..K (e.g. 20) for all priorities"),
           _arg("--seed", type=int, default=0, help="seed of the random priority (default: %(default)s)"),
           _arg("--no-greedy", action="store_true", help="stop after the suffix search"),
+          _arg("--confirm", action="store_true",
+               help="re-prove each kept set with a fresh domain run on the pruned network"),
           _arg("--batch", type=int, default=16, metavar="B", help="images per bound call (default: %(default)s)"),
           _arg("--save-dir", metavar="DIR", help="write gradient-map PNGs of the kept features here"),
           _arg("--out", metavar="FILE", help="write one CSV row per image here"))
@@ -234,7 +238,8 @@ def _features(args: argparse.Namespace) -> int:
 
     options = FeatureRunOptions(
         eps=args.eps, domain=args.domain, layer=args.layer, topk=args.topk, visualize=bool(args.save_dir),
-        batch_size=args.batch, prune=PruneOptions(priority=args.priority, seed=args.seed, greedy=not args.no_greedy))
+        batch_size=args.batch, prune=PruneOptions(priority=args.priority, seed=args.seed, greedy=not args.no_greedy,
+                                               confirm=args.confirm))
     net = load_network(args.network)
     images = load_images(args.images, count=args.count, offset=args.offset, channels=network_channels(net))
     run = run_features(net, fit_to_network(images.images, net, images.source), images.labels, options,
@@ -263,6 +268,91 @@ def _features(args: argparse.Namespace) -> int:
         for maps in run.maps:
             save_feature_maps(maps, args.save_dir, f"img{images.indices[maps.index]}")
     return 0
+
+
+@_command("explain", "formal explanations over a pixel patch: AXps/CXps, or the paper's explanations and "
+                     "counterexamples (hitting-set duality)",
+          _arg("network", nargs="?", default="mnist_5v6", metavar="NET",
+               help="ONNX file or shipped network name (default: %(default)s, the binary 5-vs-6 net)"),
+          _arg("-p", "--patch", required=True, metavar="PATCH",
+               help="file of comma-separated row-major pixel indices, or the list itself (431,432,458)"),
+          _arg("-d", "--instance", type=int, required=True, metavar="IDX", help="index of the image in the dataset"),
+          _arg("--dataset", metavar="FILE", default=None,
+               help="image source: MNIST IDX file/dir, ERAN .csv, folder of PNGs, .npy/.npz "
+                    "(default: the shipped MNIST samples)"),
+          _arg("-c", "--class", dest="target", default="true", metavar="true|opposite|K",
+               help="explain the predicted class (true, default), any other class (opposite), or class K"),
+          _arg("-e", "--expl", type=int, default=0, metavar="N",
+               help="the explanation drawn in sample{d}-{c}-one-expl.png (0-based, default 0)"),
+          _arg("-i", "--levels", type=int, metavar="K", help="K intensity levels (same as --domain levels:K)"),
+          _arg("--domain", default=None, metavar="D",
+               help="pixel domain: binary (default), levels:K, box, linf:EPS; discrete domains quantise the image"),
+          _arg("--mode", default="local", choices=("local", "absolute"),
+               help="local: AXps/CXps (default); absolute: (pixel, value) literals as in the paper"),
+          _arg("--enum", default="axp", choices=("axp", "cxp", "both"),
+               help="enumerate explanations (axp, default), counterexamples (cxp) or both"),
+          _arg("--htype", default="rc2", choices=("rc2", "lbx", "mcsls"), help="hitting-set enumerator"),
+          _arg("--limit", type=int, metavar="N", help="at most N items of each enumerated kind"),
+          _arg("--margin", type=float, default=0.0,
+               help="another class must beat the explained one by more than this (ties: lowest index)"),
+          _arg("--timeout-oracle", type=float, metavar="S", help="seconds of complete search per oracle query"),
+          _arg("--timeout", type=float, metavar="S", help="seconds for the whole enumeration"),
+          _arg("--save", action="store_true", help="write PNGs (see --outdir)"),
+          _arg("--outdir", default=".", metavar="DIR", help="where --save writes (default: the current directory)"),
+          _arg("--json", dest="json_out", metavar="FILE", help="write the results as JSON here"),
+          _arg("-v", "--verbose", action="store_true", help="also print every candidate the hitting-set solver proposes"))
+def _explain(args: argparse.Namespace) -> int:
+    """One line per explanation / counterexample (and candidate with -v), then the summary.
+    Exit 0 when the enumeration is complete, 2 when it is partial."""
+    from profit.explain import (
+        ExplainOptions, Explainer, format_item, format_step, parse_target, read_patch, summary_lines,
+    )
+    from profit.explain_oracle import CascadeOracle, OracleOptions, PixelDomain
+    from profit.images import fit_to_network
+
+    if args.levels is not None and args.domain is not None:
+        raise ProfitError("give either -i K or --domain, not both")
+    domain = PixelDomain.parse(f"levels:{args.levels}" if args.levels is not None else args.domain or "binary")
+    net = load_network(args.network)
+    images = load_images(args.dataset, channels=network_channels(net))
+    if not 0 <= args.instance < len(images):
+        raise ProfitError(f"instance {args.instance} is out of range: {images.source} holds {len(images)} images "
+                          f"(0..{len(images) - 1})")
+    x = fit_to_network(images.images[args.instance:args.instance + 1], net, images.source)[0]
+    if domain.discrete:
+        x = torch.from_numpy(domain.quantize(x.double().numpy()))
+    options = ExplainOptions(target=parse_target(args.target), margin=args.margin, htype=args.htype)
+    oracle_options = OracleOptions(timeout=args.timeout_oracle)
+    explainer = Explainer(net, x, read_patch(args.patch), domain, oracle=lambda p: CascadeOracle(p, oracle_options),
+                          mode=args.mode, options=options)
+    label = "-" if images.labels is None else int(images.labels[args.instance])
+    print(f"network {net.source}, instance {args.instance} of {images.source} (label {label}, predicted class "
+          f"{explainer.predicted}), target {explainer.target_name}, mode {args.mode}, domain {domain}, "
+          f"{explainer.problem.n} patch pixels")
+    trace = (lambda step: print(format_step(step))) if args.verbose else None
+    run = explainer.enumerate(args.enum, limit=args.limit, timeout=args.timeout, trace=trace)
+    counts = {"axp": 0, "cxp": 0}
+    for item in run:
+        counts[item.kind] += 1
+        print(format_item(item, counts[item.kind]))
+    for line in summary_lines(run):
+        print(line)
+    if args.save:
+        saved = explainer.save_pngs(args.outdir, run, one=args.expl, sample=args.instance)
+        print(f"wrote {len(saved.paths)} PNGs to {args.outdir}: {', '.join(saved.paths)}")
+        ae = saved.adversarial
+        if ae is not None:
+            runtime = "-" if ae.runtime_predicted is None else ae.runtime_predicted
+            verdict = "verified" if ae.violates else "NOT adversarial"
+            print(f"true adversarial example: predicted class {ae.predicted} (float64), {runtime} (onnxruntime): "
+                  f"{verdict}")
+    if args.json_out:
+        document = {"network": net.source, "instance": args.instance, **run.to_json()}
+        try:
+            Path(args.json_out).write_text(json.dumps(document, indent=1))
+        except OSError as exc:
+            raise ProfitError(f"{args.json_out}: cannot write ({exc.strerror or exc})") from None
+    return 0 if run.status == "complete" else EXIT_USER_ERROR
 
 
 def _set_threads(threads: int | None) -> None:
