@@ -31,6 +31,7 @@ exact ball and whose onnxruntime outputs are misclassified (`profit.attack.confi
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import math
 import sys
@@ -227,7 +228,7 @@ def _complete_check() -> Callable[..., object]:
     """The branch-and-bound entry point `profit.bab.check(net, region, spec, timeout=,
     onnx_path=, attack_region=)`, whose outcome has a `.verdict` and, when falsified, `.x`."""
     try:
-        from profit import bab
+        bab = importlib.import_module("profit.bab")
     except ImportError:
         raise ProfitError("--complete needs the branch-and-bound verifier (profit.bab)") from None
     return bab.check
