@@ -485,14 +485,14 @@ class Explainer:
                 if deadline is not None and time.monotonic() > deadline:
                     run._stop("timeout")
                     break
-                if run.limit is not None and run.found[kind] >= run.limit:
-                    run._stop("limit")
-                    break
                 candidate = sets.get()
-                run.hitting_seconds = run.hitting_seconds + sets.seconds
+                run.hitting_seconds += sets.seconds
                 sets.seconds = 0.0
                 if candidate is None:
                     run.complete.add(kind)
+                    break
+                if run.limit is not None and run.found[kind] >= run.limit:
+                    run._stop("limit")
                     break
                 answer = self._ask([self._query(kind, candidate)], deadline=deadline)[0]
                 run.candidates += 1
@@ -551,7 +551,6 @@ class Explainer:
         run.found[kind] += 1
         item = self._item(kind, key, minimality, witness)
         run.items.append(item)
-        run.times.append(time.monotonic() - run.started)
         if minimality != CERTIFIED:
             run._stop("unknown")
         return item
@@ -656,7 +655,6 @@ class Run:
         self.hitting_seconds = 0.0
         self.started = time.monotonic()
         self.seconds = 0.0
-        self.times: list[float] = []
         self._nodes_before = getattr(explainer.oracle, "search_nodes", 0)
         self._calls_before = Counter(explainer.oracle.calls)
         self._seconds_before = Counter(explainer.oracle.seconds)
