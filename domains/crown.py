@@ -277,14 +277,17 @@ def subdomains_from_bounds(net: Network, lower: Tensor, upper: Tensor,
 _FORWARD_OPS = (Input, Linear, Affine, Reshape, Relu)
 
 
-def forward_bounds(net: Network, lower: Tensor, upper: Tensor) -> dict[str, tuple[Tensor, Tensor]] | None:
+def forward_bounds(net: Network, lower: Tensor, upper: Tensor,
+                   prior: dict[str, tuple[Tensor, Tensor]] | None = None) -> dict[str, tuple[Tensor, Tensor]] | None:
     """Forward-mode linear bounds (symbolic intervals, as in ReluVal / Neurify; CROWN's
     forward mode): each node v gets Lw . x + Lb <= v(x) <= Uw . x + Ub over the box
     [lower, upper] (B, *input_shape), with coefficients (B, n, *shape(v)) for the n input
     coordinates, concretised into bounds of every Linear node. One pass, cost O(n) per
     neuron: cheap for low-dimensional inputs, looser than back-substitution (relaxation
     errors compound through the layers). Linear, Affine, Reshape and ReLU only: None
-    for a network with other ops. Sound: each map below is exact or a valid relaxation."""
+    for a network with other ops. prior: bounds known for some nodes (e.g. those of a
+    box containing this one), intersected with the concretised ones before the next
+    ReLU is relaxed. Sound: each map below is exact or a valid relaxation."""
     if not all(isinstance(node.layer, _FORWARD_OPS) for node in net.nodes):
         return None
     B = lower.shape[0]
@@ -297,12 +300,14 @@ def forward_bounds(net: Network, lower: Tensor, upper: Tensor) -> dict[str, tupl
     state = {net.input.name: (eye, zero, eye, zero)}
     bounds: dict[str, tuple[Tensor, Tensor]] = {}
 
-    def concretise(Lw: Tensor, Lb: Tensor, Uw: Tensor, Ub: Tensor) -> tuple[Tensor, Tensor]:
+    def concretise(name: str, Lw: Tensor, Lb: Tensor, Uw: Tensor, Ub: Tensor) -> tuple[Tensor, Tensor]:
         shape = Lb.shape
         Lw, Uw = Lw.reshape(B, n, -1), Uw.reshape(B, n, -1)
-        lo = torch.bmm(center, Lw) - torch.bmm(radius, Lw.abs())
-        hi = torch.bmm(center, Uw) + torch.bmm(radius, Uw.abs())
-        return lo.reshape(shape) + Lb, hi.reshape(shape) + Ub
+        lo = torch.bmm(center, Lw).reshape(shape) - torch.bmm(radius, Lw.abs()).reshape(shape) + Lb
+        hi = torch.bmm(center, Uw).reshape(shape) + torch.bmm(radius, Uw.abs()).reshape(shape) + Ub
+        if prior is not None and name in prior:
+            lo, hi = torch.maximum(lo, prior[name][0].to(dtype)), torch.minimum(hi, prior[name][1].to(dtype))
+        return lo, hi
 
     for node in net.nodes[1:]:
         Lw, Lb, Uw, Ub = state[node.inputs[0]]
@@ -313,7 +318,7 @@ def forward_bounds(net: Network, lower: Tensor, upper: Tensor) -> dict[str, tupl
             b = layer.bias.to(dtype)
             state[node.name] = (Lw.matmul(Wp) + Uw.matmul(Wn), Lb.matmul(Wp) + Ub.matmul(Wn) + b,
                                 Uw.matmul(Wp) + Lw.matmul(Wn), Ub.matmul(Wp) + Lb.matmul(Wn) + b)
-            bounds[node.name] = concretise(*state[node.name])
+            bounds[node.name] = concretise(node.name, *state[node.name])
         elif isinstance(layer, Affine):
             sp, sn = layer.scale.to(dtype).clamp(min=0), layer.scale.to(dtype).clamp(max=0)
             c = layer.shift.to(dtype)
@@ -323,7 +328,7 @@ def forward_bounds(net: Network, lower: Tensor, upper: Tensor) -> dict[str, tupl
                                 Uw.reshape(B, n, *layer.shape), Ub.reshape(B, *layer.shape))
         else:  # Relu: lw v <= y <= uw v + ub with lw, uw >= 0
             if node.inputs[0] not in bounds:
-                bounds[node.inputs[0]] = concretise(Lw, Lb, Uw, Ub)
+                bounds[node.inputs[0]] = concretise(node.inputs[0], Lw, Lb, Uw, Ub)
             relax = relu_relaxation(*bounds[node.inputs[0]])
             state[node.name] = (Lw * relax.lw.unsqueeze(1), Lb * relax.lw,
                                 Uw * relax.uw.unsqueeze(1), Ub * relax.uw + relax.ub)

@@ -6,8 +6,11 @@ box anyway) and bounds them in two stages (`_bound`): forward-mode linear bounds
 (`domains.crown.forward_bounds`, cost O(inputs) per neuron) with one CROWN pass for
 the spec, then, for the boxes still open, CROWN's back-substituted pre-activation
 bounds (intersected with the forward ones; each box back-substitutes only its own
-unstable neurons). Per box this gives the spec rows' lower bounds and their input
-coefficients lA (C y + d >= lA . x + c on the box). Then:
+unstable neurons). Both stages intersect with the parent box's pre-activation
+bounds, which every child inherits (valid on any sub-box). The spec is bounded with
+averaged rows added to its OR clauses (`with_averages`): near a switch between two
+rows neither row's bound is positive, their average's often is. Per box this gives
+the rows' lower bounds and their input coefficients lA (C y + d >= lA . x + c). Then:
 
 - proven boxes (spec margin > 0; float32 margins in (0, near_zero] only after a
   float64 re-bound agrees) are dropped;
@@ -27,6 +30,7 @@ halve in float32 and still undecided makes the answer Unknown("precision: ...").
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import torch
@@ -43,21 +47,23 @@ _PGD_BOXES = 16  # open boxes of a batch (lowest centre margins) that PGD runs i
 
 
 def _bound(net: Network, spec: Spec, lower: Tensor, upper: Tensor, shape: tuple[int, ...],
-           iterations: int, dtype: torch.dtype) -> tuple[Tensor, Tensor, dict[str, tuple[Tensor, Tensor]]]:
+           iterations: int, dtype: torch.dtype, prior: dict[str, tuple[Tensor, Tensor]] | None = None
+           ) -> tuple[Tensor, Tensor, dict[str, tuple[Tensor, Tensor]]]:
     """Spec row lower bounds (k, m), input coefficients (k, m, n) and the bounds (k, ...)
     of the nodes the relaxations read (the smear reads them), for k flat boxes.
 
     Two stages: forward-mode intermediate bounds (cheap with few inputs) with a CROWN
     pass for the spec; the boxes this leaves unproven are re-bounded with CROWN's
     back-substituted intermediate bounds (intersected with the forward ones), and
-    alpha-CROWN if `iterations` > 0. Networks outside forward mode's ops: CROWN only."""
+    alpha-CROWN if `iterations` > 0. Networks outside forward mode's ops: CROWN only.
+    prior: node bounds valid on each box (its parent's), intersected at every stage."""
     k, m = lower.shape[0], spec.n_rows
     lower, upper = lower.reshape(k, *shape).to(dtype), upper.reshape(k, *shape).to(dtype)
     record = (net.input.name,)
     rows = torch.full((k, m), float("-inf"), dtype=dtype)
     coeff = torch.zeros(k, m, *shape, dtype=dtype)
     open_ = torch.arange(k)
-    fwd = forward_bounds(net, lower, upper)
+    fwd = forward_bounds(net, lower, upper, prior)
     if fwd is not None:
         first = beta_crown(net, subdomains_from_bounds(net, lower, upper, fwd, m), spec,
                            BetaOptions(iterations=0), dtype, record)
@@ -65,8 +71,9 @@ def _bound(net: Network, spec: Spec, lower: Tensor, upper: Tensor, shape: tuple[
         coeff = first.coefficients.get(net.input.name, coeff)
         open_ = (spec.spec_margin(rows) <= 0).nonzero().flatten()
     if len(open_):
-        prior = None if fwd is None else {name: (l[open_], u[open_]) for name, (l, u) in fwd.items()}
-        domains = root_subdomains(net, Box(lower[open_], upper[open_]), m, LinearBoundOptions(dtype=dtype), prior)
+        known = fwd if fwd is not None else prior
+        known = None if known is None else {name: (l[open_], u[open_]) for name, (l, u) in known.items()}
+        domains = root_subdomains(net, Box(lower[open_], upper[open_]), m, LinearBoundOptions(dtype=dtype), known)
         second = beta_crown(net, domains, spec[open_], BetaOptions(iterations=iterations), dtype, record)
         rows = rows.clone()
         rows[open_] = torch.maximum(rows[open_], second.spec_lower)
@@ -117,13 +124,15 @@ def _gradient_smear(net: Network, C: Tensor, bounds: dict[str, tuple[Tensor, Ten
     return torch.maximum(g_lo.abs(), g_hi.abs()).reshape(k, -1) * width
 
 
-def _margins(run: Run, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor, Tensor, dict]:
-    """(margin (k,), row lower bounds (k, m), coefficients (k, m, n), node bounds); a float32 margin in
-    (0, near_zero] is replaced by the float64 re-bound's (the float32 one may be rounding)."""
-    spec, shape = run.spec, tuple(run.region.shape)
+def _margins(run: Run, spec: Spec, lower: Tensor, upper: Tensor, prior: dict[str, tuple[Tensor, Tensor]] | None
+             ) -> tuple[Tensor, Tensor, Tensor, dict]:
+    """(margin (k,), row lower bounds (k, m), coefficients (k, m, n), node bounds); a float32
+    margin in (0, near_zero] is replaced by a float64 re-bound's from scratch (the float32
+    one may be rounding)."""
+    shape = tuple(run.region.shape)
     k = lower.shape[0]
     rows, coeff, bounds = _bound(run.net, spec.expand(k), lower, upper, shape, run.options.input_alpha,
-                                 torch.float32)
+                                 torch.float32, prior)
     margin = spec.expand(k).spec_margin(rows)
     near = ((margin > 0) & (margin <= run.options.near_zero)).nonzero().flatten()
     if len(near):
@@ -133,6 +142,28 @@ def _margins(run: Run, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor, Te
         margin = margin.clone()
         margin[near] = torch.where(margin64 > 0, margin[near], margin64.float().clamp(max=0.0))
     return margin, rows, coeff, bounds
+
+
+def with_averages(spec: Spec) -> Spec:
+    """The spec with derived rows added to every clause of >= 2 rows: the average of each
+    pair of its rows and of all of them. max_i r_i >= any average of the r_i, so a positive
+    lower bound of an average proves the clause (and is often positive where no single
+    row's is: near a switch between the rows), and the margin's sign is unchanged. A
+    derived row is kept only if its C is exact in float32 (d is rounded down by Spec)."""
+    C, d = spec.C.double(), spec.d.double()
+    rows_C, rows_d, ids = [spec.C.double()], [d], [spec.clause]
+    for k in range(spec.n_clauses):
+        idx = (spec.clause == k).nonzero().flatten().tolist()
+        groups = [list(pair) for pair in itertools.combinations(idx, 2)] + ([idx] if len(idx) > 2 else [])
+        for group in groups:
+            avg_C = C[:, group].mean(1, keepdim=True)
+            if torch.equal(avg_C.float().double(), avg_C):
+                rows_C.append(avg_C)
+                rows_d.append(d[:, group].mean(1, keepdim=True))
+                ids.append(torch.tensor([k]))
+    if len(rows_C) == 1:
+        return spec
+    return Spec(torch.cat(rows_C, 1), torch.cat(rows_d, 1), torch.cat(ids))
 
 
 def _halves(lower: Tensor, upper: Tensor, dim: Tensor) -> tuple[Tensor, Tensor]:
@@ -157,12 +188,12 @@ def _choose(lower: Tensor, upper: Tensor, score: Tensor) -> tuple[Tensor, Tensor
     return score.argmax(1), splittable.any(1)
 
 
-def _branch_scores(run: Run, rows: Tensor, coeff: Tensor, bounds: dict[str, tuple[Tensor, Tensor]],
+def _branch_scores(run: Run, spec: Spec, rows: Tensor, coeff: Tensor, bounds: dict[str, tuple[Tensor, Tensor]],
                    lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
     """Per open box: the direction a (k, n) = sum of lA over the focus rows (its
     minimising vertex is a counterexample candidate), and the branching score (k, n):
     ReluVal's smear, or |a| * width (also the fallback where smear does not apply)."""
-    spec = run.spec.expand(rows.shape[0])
+    spec = spec.expand(rows.shape[0])
     focus = focus_rows(spec, rows).unsqueeze(-1)
     direction = (focus * coeff).sum(1)
     width = upper - lower
@@ -187,21 +218,21 @@ def search(run: Run) -> Outcome:
     """Input-splitting BaB on run.region; see the module docstring."""
     options = run.options
     shape = tuple(run.region.shape)
-    pool = Pool()
-    pool.push(torch.zeros(1), lower=run.region.lower.reshape(1, -1), upper=run.region.upper.reshape(1, -1))
-    stuck = 0
-    while len(pool):
-        if run.expired():
-            return Unknown("timeout")
-        start = time.perf_counter()
-        priority, boxes = pool.pop(run.batch_size(options.input_batch))
+    spec = with_averages(run.spec)
+    pool = Pool()  # children carry their parent's node bounds as "l:node" / "u:node"
+    stuck, cap = 0, options.max_domains
+    priority = torch.zeros(1)
+    boxes = {"lower": run.region.lower.reshape(1, -1), "upper": run.region.upper.reshape(1, -1)}
+    start = time.perf_counter()
+    while True:
         popped = boxes["lower"].shape[0]
-        margin, rows, coeff, bounds = _margins(run, boxes["lower"], boxes["upper"])
+        prior = {name[2:]: (boxes[name], boxes["u:" + name[2:]]) for name in boxes if name.startswith("l:")}
+        margin, rows, coeff, bounds = _margins(run, spec, boxes["lower"], boxes["upper"], prior or None)
         open_ = (margin <= 0).nonzero().flatten()
         if len(open_):
             lower, upper, margin = boxes["lower"][open_], boxes["upper"][open_], margin[open_]
             bounds = {name: (l[open_], u[open_]) for name, (l, u) in bounds.items()}
-            direction, score = _branch_scores(run, rows[open_], coeff[open_], bounds, lower, upper)
+            direction, score = _branch_scores(run, spec, rows[open_], coeff[open_], bounds, lower, upper)
             cex = run.try_points(torch.cat([(lower + upper) / 2, torch.where(direction > 0, lower, upper)]))
             if cex is None:
                 worst = priority[open_].argsort()[:_PGD_BOXES]
@@ -212,10 +243,20 @@ def search(run: Run) -> Outcome:
             dim, ok = _choose(lower, upper, score)
             stuck += int((~ok).sum())
             child_lo, child_hi = _halves(lower[ok], upper[ok], dim[ok])
-            pool.push(_center_margins(run, child_lo, child_hi), lower=child_lo, upper=child_hi)
+            inherited = {f"{side}:{name}": b[ok].repeat(2, *[1] * (b.dim() - 1))
+                         for name, (l, u) in bounds.items() for side, b in (("l", l), ("u", u))}
+            cap = min(options.max_domains, int(options.memory_bytes // (4 * sum(
+                t[0].numel() for t in inherited.values()) + 8 * lower.shape[1] + 8)))
+            pool.push(_center_margins(run, child_lo, child_hi), lower=child_lo, upper=child_hi, **inherited)
         run.record_batch(popped, time.perf_counter() - start, len(pool))
-        if len(pool) > options.max_domains:
+        if len(pool) > cap:
             return Unknown(f"memory: {len(pool)} live subdomains")
+        if not len(pool):
+            break
+        if run.expired():
+            return Unknown("timeout")
+        start = time.perf_counter()
+        priority, boxes = pool.pop(run.batch_size(options.input_batch))
     if stuck:
         return Unknown(f"precision: {stuck} boxes too small to split are undecided")
     return Proven()

@@ -142,7 +142,7 @@ class _Clause:
                 L.flat({k: ctx.bounds[k][1] for k in L.names}, 1))
 
     def bound(self, lo: Tensor, hi: Tensor, splits: Tensor, alpha: Tensor, beta: Tensor, options: BetaOptions,
-              record: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Tensor]]:
+              record: bool, deadline: float | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Tensor]]:
         """Bound B subdomains with pre-activation bounds lo, hi (B, N): (margin (B,), rows
         (B, m), alpha, beta (B, m, N), coefficients recorded at the ReLUs and the input).
         Float32 margins in (0, near_zero] are re-bounded in float64 with the optimised
@@ -152,7 +152,7 @@ class _Clause:
         spec = self.spec.expand(B)
         record_at = tuple(L.relus) + (net.input.name,) if record else ()
         result = beta_crown(net, self.subdomains(net, lo, hi, splits, alpha, beta, torch.float32), spec, options,
-                            torch.float32, record_at)
+                            torch.float32, record_at, deadline)
         rows = result.spec_lower
         margin = spec.spec_margin(rows)
         alpha_out = L.flat(result.alpha, 2) if L.names else alpha
@@ -228,7 +228,7 @@ def search(run: Run) -> Outcome:
     lo, hi = layout.lower.unsqueeze(0), layout.upper.unsqueeze(0)
     alpha = layout.flat(root.alpha, 2) if layout.names else torch.zeros(1, spec.n_rows, 0)
     margin, rows, alpha, beta, _ = everything.bound(lo, hi, splits, alpha, torch.zeros_like(alpha), options.root,
-                                                    record=False)
+                                                    record=False, deadline=run.root_deadline())
     run.record_batch(1, time.perf_counter() - start, 1)
     if bool(margin[0] > 0):
         return Proven()

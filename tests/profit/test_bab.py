@@ -1,5 +1,7 @@
 """Complete verification (profit.bab) against an exact MILP, the VNN-COMP consensus,
-and its contract: determinism, the timeout, the memory cap.
+and its contract: determinism, the timeout, the memory cap; plus soundness by
+sampling of the domain machinery it adds (beta-CROWN on split subdomains, forward-mode
+and optimised pre-activation bounds, per-region back-substitution rows).
 
 Ground truth on small random networks (<= 3 inputs, <= 20 ReLUs): the exact minimum
 over the box of each clause's max row, v_k = min_x max_{i in k} C_i y(x), by a big-M
@@ -27,10 +29,11 @@ from domains.crown import (
 )
 from networks import MODELS_DIR, load_onnx
 from networks.export import to_onnx
-from profit.inputs import load_sample
 from profit import bab_relu
 from profit.attack import AttackOptions, strictly_inside
 from profit.bab import BabOptions, Counterexample, Proven, Unknown, check, check_problems
+from profit.bab_input import with_averages
+from profit.inputs import load_sample
 from profit.outcomes import Verdict
 from specs.properties import Spec, robustness
 from specs.regions import Box, linf_ball
@@ -243,6 +246,22 @@ def test_per_region_rows_give_the_batch_rows_bounds(tmp_path: Path, monkeypatch)
             torch.testing.assert_close(batch[k][0][b:b + 1], alone[k][0], atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(batch[k][1][b:b + 1], alone[k][1], atol=1e-5, rtol=1e-5)
     assert calls
+
+
+def test_averaged_rows_keep_the_margin_sign() -> None:
+    """Input splitting bounds the spec with averaged rows added to each OR clause: a derived
+    row never exceeds the best row of its clause, so the margin's sign is unchanged."""
+    g = torch.Generator().manual_seed(8)
+    C = torch.randint(-2, 3, (1, 5, 4), generator=g).float() / 2
+    spec = Spec(C, torch.randn(1, 5, generator=g), torch.tensor([0, 0, 0, 1, 1]))
+    augmented = with_averages(spec)
+    assert augmented.n_rows == 5 + 4 and augmented.n_clauses == 2
+    y = torch.randn(1, 10000, 4, generator=g)
+    original, derived = spec.margin(y), augmented.margin(y)
+    assert torch.equal(original > 0, derived > 0)
+    torch.testing.assert_close(derived, original, atol=1e-5, rtol=0)  # max_i r_i >= every average
+    odd = Spec(torch.tensor([[[1.0, 0.1], [0.3, 1.0]]]), torch.zeros(1, 2), torch.tensor([0, 0]))
+    assert with_averages(odd).n_rows == 2  # (0.1 + 1) / 2 is not a float32: no derived row
 
 
 def test_deterministic_for_a_seed(tmp_path: Path) -> None:
