@@ -12,7 +12,11 @@ ICLR 2021): the lower slopes of unstable ReLUs become parameters in [0, 1],
 one per (spec row, neuron), optimised by projected gradient ascent (Adam) on
 the spec lower bound with intermediate bounds fixed to CROWN's. Every slope
 in [0, 1] gives a sound bound, and the best bound seen is kept, so
-alpha-CROWN is never looser than CROWN.
+alpha-CROWN is never looser than CROWN. With AlphaOptions.optimize_intermediate
+the slopes used for the intermediate bounds are optimised too, one set per
+(bounded neuron and side, earlier ReLU), the intermediate bounds recomputed
+every step and the gradient taken from the spec bound through them (the
+paper's full method; tighter on deep networks, several times slower).
 
 beta-CROWN (Wang, Zhang, Xu, Lin, Jana, Hsieh, Kolter: "Beta-CROWN: Efficient
 Bound Propagation with Per-neuron Split Constraints for Complete and Incomplete
@@ -34,11 +38,11 @@ import torch
 from torch import Tensor
 
 from domains.backsub import (
-    Relaxation, backward, bound_rows, default_relaxation, fixed_context, propagate, relu_relaxation,
+    Relaxation, ancestors, backward, bound_rows, default_relaxation, fixed_context, propagate, relu_relaxation,
 )
 from domains.base import BoundResult, as_spec
 from domains.deeppoly import DeepPoly, LinearBoundOptions
-from networks.ir import Affine, Input, Linear, MaxPool, Network, Relu, Reshape, Sigmoid, Tanh
+from networks.ir import Add, Affine, AvgPool, Conv, Input, Linear, MaxPool, Network, Relu, Reshape, Sigmoid, Tanh
 from specs.properties import Spec
 from specs.regions import Box
 
@@ -52,10 +56,18 @@ class Crown(DeepPoly):
 
 @dataclass(frozen=True)
 class AlphaOptions:
-    """alpha-CROWN optimisation: `iterations` Adam steps with learning rate `lr`."""
+    """alpha-CROWN optimisation: `iterations` Adam steps with learning rate `lr`.
+
+    optimize_intermediate: also optimise the slopes used for the intermediate bounds
+    (pre-activation bounds of every ReLU that follows another ReLU), one set per
+    (bounded node, earlier ReLU) and per bound side, recomputed every iteration from
+    the current slopes, the gradient taken from the spec bound through them (Xu et al.,
+    ICLR 2021). Tighter on deep networks, and dearer: every iteration back-substitutes
+    every intermediate layer, with coefficients kept for the gradient."""
 
     iterations: int = 20
     lr: float = 0.1
+    optimize_intermediate: bool = False
 
 
 class AlphaCrown(Crown):
@@ -73,6 +85,9 @@ class AlphaCrown(Crown):
         relus = [n for n in self.net.nodes if isinstance(n.layer, Relu)]
         if not relus or self.alpha.iterations <= 0:
             return best_lo, hi
+        rows = _intermediate_rows(self.net, ctx) if self.alpha.optimize_intermediate else {}
+        if rows:
+            return _optimize_with_intermediates(self.net, ctx, rows, spec, lower, upper, best_lo, self.alpha), hi
         m = spec.C.shape[1]
         params: dict[str, Tensor] = {}
         for node in relus:
@@ -101,6 +116,117 @@ class AlphaCrown(Crown):
             best = torch.maximum(best, (lo + d).detach())
         ctx.alpha = None
         return best.float(), hi
+
+
+_BACKSUBSTITUTED = (Linear, Conv, Affine, Add, AvgPool)  # ops whose bounds CROWN back-substitutes
+
+
+def _intermediate_rows(net: Network, ctx) -> dict[str, tuple[Tensor, Tensor]]:
+    """ReLU-input nodes whose bounds depend on earlier ReLUs' slopes (a linear op with
+    a ReLU among its ancestors) -> (region index, flat neuron index) (P,) each of the
+    (region, neuron) pairs CROWN leaves unstable (the others are stable whatever the slopes)."""
+    by_name = {n.name: n for n in net.nodes}
+    rows: dict[str, tuple[Tensor, Tensor]] = {}
+    for pre in relu_inputs(net):
+        if not isinstance(by_name[pre].layer, _BACKSUBSTITUTED) or \
+                not any(isinstance(by_name[a].layer, Relu) for a in ancestors(net, pre) - {pre}):
+            continue
+        l, u = ctx.bounds[pre]
+        region, neuron = ((l < 0) & (u > 0)).reshape(l.shape[0], -1).nonzero(as_tuple=True)
+        if len(region):
+            rows[pre] = (region, neuron)
+    return rows
+
+
+def _initial_slopes(net: Network, ctx, target: str, m: int, regions: Tensor | None = None) -> dict[str, Tensor]:
+    """CROWN's adaptive lower slopes (R, m, *shape) of the ReLUs `target` depends on
+    that have unstable neurons, as leaf tensors to optimise (one set per row); R = B,
+    or the regions `regions` (R,) index when the rows are (region, neuron) pairs."""
+    above = ancestors(net, target)
+    slopes = {}
+    for node in net.nodes:
+        if isinstance(node.layer, Relu) and node.name in above:
+            l, u = ctx.bounds[node.inputs[0]]
+            if bool(((l < 0) & (u > 0)).any()):
+                lw = relu_relaxation(l, u).lw.detach()
+                lw = lw if regions is None else lw[regions]
+                slopes[node.name] = lw.unsqueeze(1).expand(-1, m, *lw.shape[1:]).clone().requires_grad_(True)
+    return slopes
+
+
+def _optimize_with_intermediates(net: Network, ctx, rows: dict[str, tuple[Tensor, Tensor]], spec: Spec,
+                                 lower: Tensor, upper: Tensor, crown_lower: Tensor, options: AlphaOptions) -> Tensor:
+    """alpha-CROWN with optimised intermediate bounds (AlphaOptions.optimize_intermediate).
+
+    Each iteration recomputes, in topological order, the lower bounds of z_j and -z_j of
+    every (region, neuron) pair that CROWN leaves unstable at each node of `rows`
+    (`_intermediate_rows`), with slopes of its own for each earlier ReLU and each side; the
+    pairs form one batch of P "regions" (each with its region's box and bounds) of two
+    rows, cheaper than every region bounding the batch's union of unstable neurons.
+    Later ReLUs are relaxed on these bounds and the spec rows bounded with slopes of
+    theirs; one Adam step on all slopes ascends the sum of the spec lower bounds, and the
+    slopes are projected onto [0, 1]. The new bounds are not intersected with earlier
+    ones during the ascent (the intersection cuts the gradient wherever an earlier bound
+    wins: on mnist-net_256x6, eps 0.02, the mean spec bound after 20 steps was about -44
+    with it, -21 without); the elementwise best bounds seen are kept and the last pass
+    relaxes on them. Sound: with any slopes in [0, 1] every bound computed is valid, so
+    their elementwise best is too; the best spec bound per (region, row) is returned (at
+    least CROWN's). The kept bounds replace ctx.bounds of those nodes."""
+    B, m = spec.C.shape[:2]
+    dtype = ctx.dtype
+    params = {k: _initial_slopes(net, ctx, k, 2, region) for k, (region, _) in rows.items()}
+    spec_params = _initial_slopes(net, ctx, net.output.name, m)
+    leaves = [p for group in (*params.values(), spec_params) for p in group.values()]
+    if not leaves:
+        return crown_lower
+    kept = {k: (ctx.bounds[k][0].detach(), ctx.bounds[k][1].detach()) for k in rows}
+    starts = {}
+    for k, (region, neuron) in rows.items():
+        n = int(torch.Size(ctx.shapes[k]).numel())
+        one_hot = torch.zeros(len(region), n, dtype=dtype).index_put_((torch.arange(len(region)), neuron),
+                                                                        torch.ones((), dtype=dtype))
+        starts[k] = torch.stack([one_hot, -one_hot], 1).reshape(len(region), 2, *ctx.shapes[k])
+    C = spec.C.to(dtype).reshape(B, m, *net.output.shape)
+    d = spec.d.to(dtype)
+    best = crown_lower.to(dtype).detach()
+
+    def run(intersect: bool) -> Tensor:
+        it = fixed_context(net, dict(ctx.bounds), dtype)
+        for k, (region, neuron) in rows.items():
+            above = ancestors(net, k)
+            pairs = fixed_context(net, {name: (l[region], u[region]) for name, (l, u) in it.bounds.items()
+                                        if name in above}, dtype)
+            pairs.alpha = params[k]
+            lo, _ = backward(pairs, k, starts[k], None, lower[region], upper[region])
+            l, u = kept[k]
+            nl = l.reshape(B, -1).index_put((region, neuron), lo[:, 0]).reshape(l.shape)
+            nu = u.reshape(B, -1).index_put((region, neuron), -lo[:, 1]).reshape(u.shape)
+            kept[k] = (torch.maximum(l, nl).detach(), torch.minimum(u, nu).detach())
+            it.bounds[k] = kept[k] if intersect else (nl, nu)
+        it.alpha = spec_params
+        lo, _ = backward(it, net.output.name, C, None, lower, upper)
+        return lo + d
+
+    optimizer = torch.optim.Adam(leaves, lr=options.lr)
+    with torch.enable_grad():
+        for _ in range(options.iterations):
+            lo = run(intersect=False)
+            best = torch.maximum(best, lo.detach())
+            optimizer.zero_grad()
+            (-lo.sum()).backward()
+            optimizer.step()
+            with torch.no_grad():
+                for p in leaves:
+                    p.clamp_(0.0, 1.0)
+    with torch.no_grad():
+        best = torch.maximum(best, run(intersect=True))
+    ctx.bounds.update(kept)
+    relaxed = set(ctx.relaxations)
+    ctx.relaxations.clear()
+    for node in net.nodes:  # the kept relaxations, over the kept bounds
+        if node.name in relaxed:
+            ctx.relaxation(node)
+    return best.float()
 
 
 # ------------------------------------------------------------ beta-CROWN (BaB)

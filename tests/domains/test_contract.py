@@ -24,7 +24,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from torch import Tensor
 
-from domains import DOMAINS, Crown, DeepPoly, LinearBoundOptions
+from domains import DOMAINS, AlphaCrown, AlphaOptions, Crown, DeepPoly, LinearBoundOptions
 from domains.base import BoundResult, DomainError
 from domains.lp import LPOptions, LPReference
 from networks.ir import Layer, Linear, Network, Relu
@@ -309,6 +309,19 @@ def test_alpha_crown_never_looser_than_crown(case: Case) -> None:
     alpha = make_domain(DOMAINS["alpha-crown"], case.net).bound(case.region, case.spec)
     assert (alpha.spec_lower >= crown.spec_lower - TOL * (1 + crown.spec_lower.abs())).all()
     assert torch.equal(alpha.lower, crown.lower) and torch.equal(alpha.upper, crown.upper)
+
+
+@FEW
+@given(case=cases())
+def test_alpha_crown_optimized_intermediates_never_looser_than_crown(case: Case) -> None:
+    """Optimised intermediate bounds keep the best seen, starting from CROWN's: every kept
+    node's bounds lie within CROWN's and the spec bound is at least CROWN's."""
+    crown = Crown(case.net).bound(case.region, case.spec, keep=True)
+    options = AlphaOptions(iterations=5, optimize_intermediate=True)
+    alpha = AlphaCrown(case.net, alpha=options).bound(case.region, case.spec, keep=True)
+    assert (alpha.spec_lower >= crown.spec_lower - TOL * (1 + crown.spec_lower.abs())).all()
+    for node in case.net.nodes:
+        assert_within(alpha.bounds[node.name], crown.bounds[node.name], f"node {node.name} ({node.layer.op})", tol=0)
 
 
 LP_CASES = dict(ops=RELU_OPS, max_blocks=3, max_width=6, max_side=4, max_batch=2)

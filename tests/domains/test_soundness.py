@@ -20,7 +20,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from torch import Tensor
 
-from domains import DOMAINS
+from domains import DOMAINS, AlphaCrown, AlphaOptions
 from domains.lp import LPOptions, LPReference
 from networks import load_onnx, shipped
 from networks.datasets import load_samples
@@ -57,6 +57,15 @@ def check_case(domain, case: Case, label: str, n_uniform: int = 800, n_vertices:
 @given(case=cases())
 def test_sound_on_random_networks(name: str, cls, case: Case) -> None:
     check_case(make_domain(cls, case.net), case, name)
+
+
+OPTIMIZED_INTERMEDIATES = AlphaOptions(iterations=5, optimize_intermediate=True)
+
+
+@RANDOM
+@given(case=cases())
+def test_alpha_crown_optimized_intermediates_sound_on_random_networks(case: Case) -> None:
+    check_case(AlphaCrown(case.net, alpha=OPTIMIZED_INTERMEDIATES), case, "alpha-crown, optimized intermediates")
 
 
 def zoo_case(net_name: str, kind: str, seed: int = 0) -> Case:
@@ -146,6 +155,14 @@ def test_sound_on_real_networks(name: str, cls, net_id: str, path, load, n: int,
     else:
         case = ball_case(net, load, n, eps)
     check_case(make_domain(cls, net), case, f"{name} on {net_id}", n_uniform=1000, n_vertices=250)
+
+
+@needs_shared
+def test_alpha_crown_optimized_intermediates_sound_on_deep_mlp() -> None:
+    net = load_onnx(MNISTFC / "mnist-net_256x6.onnx")
+    case = ball_case(net, mnist, 3, 0.02)
+    check_case(AlphaCrown(net, alpha=OPTIMIZED_INTERMEDIATES), case, "alpha-crown, optimized intermediates",
+               n_uniform=1000, n_vertices=250)
 
 
 ACAS_NETS = ["1_1", "2_3", "4_5", "5_9"]
