@@ -69,6 +69,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import onnxruntime as ort
@@ -212,6 +213,7 @@ class Problem:
     networks that have no file, e.g. built in memory).
     """
 
+    memo_limit: ClassVar[int] = 1_000_000  # checked points remembered before the memo is cleared
     net: Network
     instance: np.ndarray
     patch: tuple[int, ...]
@@ -370,11 +372,11 @@ class Problem:
         values = np.atleast_2d(np.asarray(values, dtype=np.float64))
         ok = self.contains(values, fixed)
         memo = self._checked
+        if len(memo) > self.memo_limit:  # before looking up: a point seen earlier may be dropped
+            memo.clear()
         keys = [v.tobytes() for v in values]
         new = [k for k, (key, inside) in enumerate(zip(keys, ok)) if inside and key not in memo]
         if new:
-            if len(memo) > 1_000_000:
-                memo.clear()
             f64 = self.evaluate(values[new])
             runtime = self.runtime_keeps(values[new])
             for j, k in enumerate(new):

@@ -153,3 +153,20 @@ def test_hitting_sets(htype: str) -> None:
             seen.append(h)
             sets.block(h)
         assert len(seen) == len(set(seen)) >= 2
+
+
+def test_confirm_after_the_memo_is_cleared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Witness checks are remembered per point up to `memo_limit`; clearing the memo
+    mid-stream (points seen before and new ones in one call) changes no answer."""
+    reference = _problem(tmp_path, 4, 3)
+    rng = np.random.default_rng(4)
+    batches = [reference.domain.values[rng.integers(0, 3, (6, 7))] for _ in range(8)]
+    batches = [np.concatenate([b, batches[i - 1][:3]]) if i else b for i, b in enumerate(batches)]
+    free = np.full(7, np.nan)
+    expected = [(reference.confirm(b, free, False), reference.confirm(b, free, True)) for b in batches]
+    monkeypatch.setattr(Problem, "memo_limit", 4)
+    small = _problem(tmp_path, 4, 3)
+    for b, (keeps, flips) in zip(batches, expected):
+        assert np.array_equal(small.confirm(b, free, False), keeps)
+        assert np.array_equal(small.confirm(b, free, True), flips)
+        assert len(small._checked) <= 4 + len(b)
