@@ -1,14 +1,16 @@
-"""The public API of `profit`: every exported name exists, and the package docstring's
-example runs as written (the shipped networks and samples only)."""
+"""The public API of `profit`: every exported name exists, and the examples in the package
+docstring and the README run as written (the shipped networks and samples only)."""
 
 from __future__ import annotations
 
 import os
 import textwrap
+from pathlib import Path
 
 import pytest
 
 import profit
+from domains import DOMAINS
 
 
 def test_every_exported_name_exists() -> None:
@@ -28,3 +30,16 @@ def test_docstring_example_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(scope["outcome"], (profit.Proven, profit.Counterexample, profit.Unknown))
     assert scope["features"].batch_size == 1
     assert scope["e"].kind in ("axp", "cxp") and scope["e"].literals
+
+
+def test_readme_python_example_runs(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """The README's Python block (bound an eps-ball with each domain) runs as written."""
+    root = Path(profit.__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    start = readme.index("```python\n", readme.index("bound an eps-ball with each domain")) + len("```python\n")
+    code = readme[start:readme.index("```", start)]
+    monkeypatch.chdir(root)
+    exec(compile(code, "README.md", "exec"), {})
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list(DOMAINS)
+    assert all(line.split()[2].endswith("/10") for line in lines)
