@@ -7,7 +7,8 @@ Like benchmarks/vnncomp.py (which runs the VNN-LIB front-end and compares with t
 2021 tools), but calls `profit.bab.check_problems` directly and prints per instance
 the outcome, the BaB mode, subdomains bounded, bound calls, most live subdomains and
 seconds, for comparing `BabOptions` (--set NAME=VALUE, repeatable; BetaOptions fields
-as e.g. beta.iterations=10). --timeout caps each instance's own timeout. Ends with
+as e.g. beta.iterations=10). --timeout-scale multiplies each instance's own timeout,
+--timeout caps it. Ends with
 one summary line: solved UNSAT / SAT, undecided, wrong vs consensus, total seconds,
 subdomains. Not a test: nothing is asserted.
 """
@@ -58,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="run at most N instances")
     parser.add_argument("--stride", type=int, default=1, help="take every K-th instance (default 1)")
     parser.add_argument("--timeout", type=float, help="cap on each instance's timeout (seconds)")
+    parser.add_argument("--timeout-scale", type=float, default=1.0,
+                        help="multiply every instance's timeout (before the cap; default 1)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a BabOptions field, e.g. candidates=4 or beta.iterations=10")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
@@ -82,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     for onnx, vnnlib, timeout in instances:
         net = load_network(folder / onnx.strip())
         problems = load_problems(net, folder / vnnlib.strip())
-        budget = float(timeout) if args.timeout is None else min(float(timeout), args.timeout)
+        budget = float(timeout) * args.timeout_scale
+        budget = budget if args.timeout is None else min(budget, args.timeout)
         t0 = time.perf_counter()
         outcome = check_problems(net, [(p.box, p.spec) for p in problems], budget, options)
         seconds = time.perf_counter() - t0

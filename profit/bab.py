@@ -71,7 +71,9 @@ class BabOptions:
     "smear" (interval gradient times width, ReluVal) or "sb" (|lA| * width);
     root: beta-CROWN steps at the root of ReLU splitting; root_bounds: alpha-CROWN steps
     for its pre-activation bounds (0: CROWN's); beta: per batch of children;
-    candidates: neurons per subdomain that filtered smart branching evaluates (1: BaBSR);
+    candidates: neurons per subdomain that filtered smart branching evaluates (1: BaBSR;
+    its bound pass over 2 x candidates children per subdomain dominates a batch's cost,
+    and 4 solved the mnistfc sample as 8 did, in less time);
     refine: recompute the children's pre-activation bounds by CROWN (else the root's,
     with the split neurons clamped, stay fixed and only beta carries the splits);
     near_zero: float32 spec bounds in (0, near_zero] are re-checked in float64;
@@ -90,7 +92,7 @@ class BabOptions:
     root: BetaOptions = BetaOptions(iterations=50, alpha_lr=0.1, beta_lr=0.05)
     root_bounds: BetaOptions = BetaOptions(iterations=20, alpha_lr=0.1)
     beta: BetaOptions = BetaOptions(iterations=5, alpha_lr=0.1, beta_lr=0.05)
-    candidates: int = 8
+    candidates: int = 4
     refine: bool = False
     near_zero: float = 1e-5
     attack: AttackOptions = AttackOptions(steps=50, restarts=10)

@@ -9,7 +9,9 @@ bounds (intersected with the forward ones; each box back-substitutes only its ow
 unstable neurons). Both stages intersect with the parent box's pre-activation
 bounds, which every child inherits (valid on any sub-box). The spec is bounded with
 averaged rows added to its OR clauses (`with_averages`): near a switch between two
-rows neither row's bound is positive, their average's often is. Per box this gives
+rows neither row's bound is positive, their average's often is; and each OR clause
+is also bounded by the best weighted combination of its rows' linear lower bounds
+(`_clause_bounds`, a small concave maximisation per box). Per box this gives
 the rows' lower bounds and their input coefficients lA (C y + d >= lA . x + c). Then:
 
 - proven boxes (spec margin > 0; float32 margins in (0, near_zero] only after a
@@ -48,9 +50,11 @@ _PGD_BOXES = 16  # open boxes of a batch (lowest centre margins) that PGD runs i
 
 def _bound(net: Network, spec: Spec, lower: Tensor, upper: Tensor, shape: tuple[int, ...],
            iterations: int, dtype: torch.dtype, prior: dict[str, tuple[Tensor, Tensor]] | None = None
-           ) -> tuple[Tensor, Tensor, dict[str, tuple[Tensor, Tensor]]]:
-    """Spec row lower bounds (k, m), input coefficients (k, m, n) and the bounds (k, ...)
-    of the nodes the relaxations read (the smear reads them), for k flat boxes.
+           ) -> tuple[Tensor, Tensor, Tensor, dict[str, tuple[Tensor, Tensor]]]:
+    """Spec margin lower bounds (k,), row lower bounds (k, m), input coefficients
+    (k, m, n) and the bounds (k, ...) of the nodes the relaxations read (the smear
+    reads them), for k flat boxes. The margin is the min over clauses of the larger of
+    the clause's best row and its `_clause_bounds` combination, from either stage.
 
     Two stages: forward-mode intermediate bounds (cheap with few inputs) with a CROWN
     pass for the spec; the boxes this leaves unproven are re-bounded with CROWN's
@@ -62,6 +66,7 @@ def _bound(net: Network, spec: Spec, lower: Tensor, upper: Tensor, shape: tuple[
     record = (net.input.name,)
     rows = torch.full((k, m), float("-inf"), dtype=dtype)
     coeff = torch.zeros(k, m, *shape, dtype=dtype)
+    clauses = torch.full((k, spec.n_clauses), float("-inf"), dtype=torch.float64)
     open_ = torch.arange(k)
     fwd = forward_bounds(net, lower, upper, prior)
     if fwd is not None:
@@ -69,7 +74,9 @@ def _bound(net: Network, spec: Spec, lower: Tensor, upper: Tensor, shape: tuple[
                            BetaOptions(iterations=0), dtype, record)
         rows = first.spec_lower
         coeff = first.coefficients.get(net.input.name, coeff)
-        open_ = (spec.spec_margin(rows) <= 0).nonzero().flatten()
+        if net.input.name in first.coefficients:
+            clauses = _clause_bounds(spec, rows, coeff.reshape(k, m, -1), lower.reshape(k, -1), upper.reshape(k, -1))
+        open_ = (clauses.amin(1) <= 0).nonzero().flatten()
     if len(open_):
         known = fwd if fwd is not None else prior
         known = None if known is None else {name: (l[open_], u[open_]) for name, (l, u) in known.items()}
@@ -77,18 +84,64 @@ def _bound(net: Network, spec: Spec, lower: Tensor, upper: Tensor, shape: tuple[
         second = beta_crown(net, domains, spec[open_], BetaOptions(iterations=iterations), dtype, record)
         rows = rows.clone()
         rows[open_] = torch.maximum(rows[open_], second.spec_lower)
+        clauses[open_] = torch.maximum(clauses[open_], _clause_bounds(spec[open_], second.spec_lower))
         if net.input.name in second.coefficients:
             coeff = coeff.clone()
             coeff[open_] = second.coefficients[net.input.name]
+            if iterations == 0:  # the recorded pass is the one that gave spec_lower
+                clauses[open_] = torch.maximum(clauses[open_], _clause_bounds(
+                    spec[open_], second.spec_lower, coeff[open_].reshape(len(open_), m, -1),
+                    lower[open_].reshape(len(open_), -1), upper[open_].reshape(len(open_), -1)))
+    margin = clauses.amin(1) if spec.n_clauses else torch.full((k,), float("inf"), dtype=torch.float64)
     if fwd is None:
-        return rows, coeff.reshape(k, m, -1), domains.bounds
+        return margin, rows, coeff.reshape(k, m, -1), domains.bounds
     bounds = {name: (l.clone(), u.clone()) for name, (l, u) in fwd.items()}
     if len(open_):
         for name, (l, u) in domains.bounds.items():
             if name in bounds:
                 bounds[name][0][open_] = l
                 bounds[name][1][open_] = u
-    return rows, coeff.reshape(k, m, -1), bounds
+    return margin, rows, coeff.reshape(k, m, -1), bounds
+
+
+def _clause_bounds(spec: Spec, rows: Tensor, coeff: Tensor | None = None, lower: Tensor | None = None,
+                   upper: Tensor | None = None, steps: int = 20) -> Tensor:
+    """Lower bounds (k, K) of each clause's max over its rows, float64, on k boxes.
+
+    Without coefficients: the best row's lower bound. With the rows' linear lower
+    bounds a_i . x + c_i over the box (coefficients coeff (k, m, n) of the pass that
+    gave `rows`, box lower / upper (k, n)), also g(lam) = min over the box of
+    sum_i lam_i (a_i . x + c_i) for weights lam on the clause's rows (lam >= 0, sum 1):
+    max_i r_i(x) >= sum_i lam_i r_i(x), so any lam gives a sound bound, and the best
+    one proves boxes where different rows win in different corners and no single
+    row's bound is positive. lam is found by mirror ascent on the simplex (g is
+    concave; its supergradient in lam_i is a_i . x* + c_i at the minimising vertex x*);
+    the best g seen is kept."""
+    k, m = rows.shape
+    rows64 = rows.double()
+    index = spec.clause.expand(k, -1)
+    best = torch.full((k, spec.n_clauses), float("-inf"), dtype=torch.float64)
+    best = best.scatter_reduce(1, index, rows64, "amax", include_self=False)
+    if coeff is None or not bool((torch.bincount(spec.clause, minlength=spec.n_clauses) > 1).any()):
+        return best
+    A = coeff.double()
+    center = ((lower.double() + upper.double()) / 2).unsqueeze(1)  # (k, 1, n)
+    radius = ((upper.double() - lower.double()) / 2).unsqueeze(1)
+    c = rows64 - (A * center).sum(-1) + (A.abs() * radius).sum(-1)  # (k, m)
+    member = spec.clause.unsqueeze(0) == torch.arange(spec.n_clauses).unsqueeze(1)  # (K, m)
+    usable = member.unsqueeze(0) & torch.isfinite(c).unsqueeze(1)  # (k, K, m)
+    c = torch.where(torch.isfinite(c), c, 0.0)
+    logits = torch.zeros(k, spec.n_clauses, m, dtype=torch.float64)
+    for step in range(steps):
+        lam = torch.where(usable, logits, float("-inf")).softmax(-1).nan_to_num(0.0)
+        w = torch.einsum("kcm,kmn->kcn", lam, A)
+        value = (lam * c.unsqueeze(1)).sum(-1) + (w * center).sum(-1) - (w.abs() * radius).sum(-1)
+        best = torch.maximum(best, torch.where(usable.any(-1), value, float("-inf")))
+        vertex = center - torch.sign(w) * radius  # (k, K, n): a minimiser of w . x over the box
+        grad = torch.einsum("kmn,kcn->kcm", A, vertex) + c.unsqueeze(1)
+        spread = torch.where(usable, grad, float("-inf")).amax(-1) - torch.where(usable, grad, float("inf")).amin(-1)
+        logits = logits + 2.0 / (step + 1) ** 0.5 * grad / spread.clamp(min=1e-12).unsqueeze(-1)
+    return best
 
 
 def _gradient_smear(net: Network, C: Tensor, bounds: dict[str, tuple[Tensor, Tensor]],
@@ -131,14 +184,13 @@ def _margins(run: Run, spec: Spec, lower: Tensor, upper: Tensor, prior: dict[str
     one may be rounding)."""
     shape = tuple(run.region.shape)
     k = lower.shape[0]
-    rows, coeff, bounds = _bound(run.net, spec.expand(k), lower, upper, shape, run.options.input_alpha,
-                                 torch.float32, prior)
-    margin = spec.expand(k).spec_margin(rows)
+    margin, rows, coeff, bounds = _bound(run.net, spec.expand(k), lower, upper, shape, run.options.input_alpha,
+                                         torch.float32, prior)
+    margin = margin.float()
     near = ((margin > 0) & (margin <= run.options.near_zero)).nonzero().flatten()
     if len(near):
-        rows64, _, _ = _bound(run.net64, spec.expand(len(near)), lower[near], upper[near], shape,
-                           run.options.input_alpha, torch.float64)
-        margin64 = spec.expand(len(near)).spec_margin(rows64)
+        margin64, _, _, _ = _bound(run.net64, spec.expand(len(near)), lower[near], upper[near], shape,
+                                   run.options.input_alpha, torch.float64)
         margin = margin.clone()
         margin[near] = torch.where(margin64 > 0, margin[near], margin64.float().clamp(max=0.0))
     return margin, rows, coeff, bounds

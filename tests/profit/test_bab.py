@@ -21,6 +21,7 @@ import cvxpy as cp
 import numpy as np
 import pytest
 import torch
+from scipy.optimize import linprog
 from torch import nn
 
 from domains import backsub
@@ -32,7 +33,7 @@ from networks.export import to_onnx
 from profit import bab_relu
 from profit.attack import AttackOptions, strictly_inside
 from profit.bab import BabOptions, Counterexample, Proven, Unknown, check, check_problems
-from profit.bab_input import with_averages
+from profit.bab_input import _clause_bounds, with_averages
 from profit.inputs import load_sample
 from profit.outcomes import Verdict
 from specs.properties import Spec, robustness
@@ -262,6 +263,34 @@ def test_averaged_rows_keep_the_margin_sign() -> None:
     torch.testing.assert_close(derived, original, atol=1e-5, rtol=0)  # max_i r_i >= every average
     odd = Spec(torch.tensor([[[1.0, 0.1], [0.3, 1.0]]]), torch.zeros(1, 2), torch.tensor([0, 0]))
     assert with_averages(odd).n_rows == 2  # (0.1 + 1) / 2 is not a float32: no derived row
+
+
+def test_clause_bounds_are_sound_and_beat_the_best_row() -> None:
+    """The weighted combination of an OR clause's linear row bounds never exceeds the exact
+    min over the box of max_i (a_i . x + c_i) (an LP), never falls below the best row's
+    bound, and proves a clause where each row alone fails in some corner of the box."""
+    g = torch.Generator().manual_seed(9)
+    k, n = 40, 5
+    A = torch.randn(k, 4, n, generator=g)
+    lower = torch.rand(k, n, generator=g) - 1
+    upper = lower + torch.rand(k, n, generator=g)
+    c = torch.randn(k, 4, generator=g) * 0.5
+    center, radius = ((lower + upper) / 2).unsqueeze(1), ((upper - lower) / 2).unsqueeze(1)
+    rows = (A * center).sum(-1) - (A.abs() * radius).sum(-1) + c
+    spec = Spec(torch.randn(k, 4, 3, generator=g), torch.zeros(k, 4), torch.tensor([0, 0, 0, 1]))
+    bound = _clause_bounds(spec, rows, A, lower, upper)
+    best_row = torch.stack([rows[:, :3].amax(1), rows[:, 3]], 1).double()
+    assert (bound >= best_row - 1e-6).all()
+    torch.testing.assert_close(bound[:, 1], best_row[:, 1], atol=1e-6, rtol=0)  # one row: nothing to combine
+    for i in range(k):
+        a, b = A[i, :3].double().numpy(), c[i, :3].double().numpy()
+        lp = linprog(np.r_[np.zeros(n), 1.0], A_ub=np.c_[a, -np.ones(3)], b_ub=-b, method="highs",
+                     bounds=list(zip(lower[i].tolist(), upper[i].tolist())) + [(None, None)])
+        assert float(bound[i, 0]) <= lp.fun + 1e-6
+    one = Spec(torch.eye(2).unsqueeze(0), torch.zeros(1, 2), torch.tensor([0, 0]))
+    A1 = torch.tensor([[[1.0], [-1.0]]])  # rows x + 0.1 and -x + 0.1 on [-1, 1]: max >= 0.1
+    rows1 = torch.tensor([[-0.9, -0.9]])
+    assert float(_clause_bounds(one, rows1, A1, -torch.ones(1, 1), torch.ones(1, 1))[0, 0]) > 0.09
 
 
 def test_deterministic_for_a_seed(tmp_path: Path) -> None:
