@@ -563,8 +563,8 @@ class Explainer:
         sample{d}-orig.png, sample{d}-patch.png (patch pixels coloured by value),
         sample{d}-{c}-all-expls.png (each patch pixel coloured by its mean value over the
         explanations containing it, opacity its frequency relative to the most frequent),
-        sample{d}-{c}-freq.png (a heat map of each pixel's frequency over all explanations,
-        viridis from 0 to 1), sample{d}-{c}-one-expl.png (explanation number `one`) and
+        sample{d}-{c}-freq.png (a heat map of each patch pixel's frequency over all
+        explanations, viridis from 0 to 1, on the dimmed image), sample{d}-{c}-one-expl.png (explanation number `one`) and
         sample{d}-true-ae.png (an adversarial example: a counterexample's own literal values
         written into the instance (local mode: its witness), verified by running the network
         in float64 and onnxruntime). d = `sample`, c = the target ('not5' for opposite).
@@ -589,7 +589,8 @@ class Explainer:
         save(f"sample{sample}-patch.png", render_literals(image, patch_values, dim=1.0))
         counts, means = expl_frequencies(expls, self.problem.instance.size)
         save(f"sample{sample}-{c}-all-expls.png", render_frequencies(image, counts, means))
-        save(f"sample{sample}-{c}-freq.png", render_heatmap(counts.reshape(shape) / max(len(expls), 1)))
+        save(f"sample{sample}-{c}-freq.png", render_heatmap(counts.reshape(shape) / max(len(expls), 1), image,
+                                                                 self.problem.patch))
         if expls:
             if not 0 <= one < len(expls):
                 raise ProfitError(f"explanation {one} does not exist: there are {len(expls)} (0..{len(expls) - 1})")
@@ -880,11 +881,16 @@ def render_frequencies(image: np.ndarray, counts: np.ndarray, means: np.ndarray)
     return np.rint(rgb).astype(np.uint8).reshape(*image.shape, 3)
 
 
-def render_heatmap(frequency: np.ndarray) -> np.ndarray:
-    """(H, W) frequencies in [0, 1] -> viridis colours (uint8 RGB)."""
+def render_heatmap(frequency: np.ndarray, image: np.ndarray, patch: Sequence[int]) -> np.ndarray:
+    """Per-pixel frequency over all explanations (the fraction containing the pixel, (H, W)
+    in [0, 1]) as viridis colours on the patch pixels, on an absolute scale so maps of
+    different runs compare; elsewhere the dimmed gray image, for context (uint8 RGB)."""
     from matplotlib import colormaps
-    rgba = colormaps["viridis"](np.clip(frequency, 0, 1))
-    return np.rint(rgba[..., :3] * 255).astype(np.uint8)
+    rgb = _gray(image, DIM).reshape(-1, 3)
+    index = np.asarray(patch, dtype=np.int64)
+    colours = colormaps["viridis"](np.clip(frequency.reshape(-1)[index], 0, 1))[:, :3]
+    rgb[index] = np.rint(colours * 255).astype(np.uint8)
+    return rgb.reshape(*image.shape, 3)
 
 
 def _upscale(rgb: np.ndarray, scale: int = SCALE) -> np.ndarray:

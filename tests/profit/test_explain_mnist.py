@@ -173,7 +173,8 @@ def test_pngs(net, tmp_path: Path, mode: str) -> None:
     assert (every[top] == value_colour(means[top])).all()  # the most frequent pixel at full opacity
     assert all((every[p] == dim[p]).all() for p in range(784) if counts[p] == 0)
     heat = _decode(tmp_path / f"sample{FIVE}-0-freq.png").reshape(-1, 3)
-    assert (heat == render_heatmap(counts / len(expls)).reshape(-1, 3)).all()
+    assert (heat == render_heatmap(counts / len(expls), image, PATCH_20).reshape(-1, 3)).all()
+    assert all((heat[p] == dim[p]).all() for p in range(784) if p not in PATCH_20)  # the digit, for context
     assert len(np.unique(heat[np.asarray(PATCH_20)], axis=0)) > 1
     ae = np.asarray(Image.open(tmp_path / f"sample{FIVE}-true-ae.png").convert("L"))[SCALE // 2::SCALE,
                                                                                      SCALE // 2::SCALE]
