@@ -37,10 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from domains.backsub import (
-    Relaxation, ancestors, backward, bound_rows, default_relaxation, fixed_context, propagate, relu_relaxation,
-)
-from domains.base import BoundResult, as_spec
+from domains.backsub import ancestors, backward, default_relaxation, fixed_context, propagate, relu_relaxation
 from domains.deeppoly import DeepPoly, LinearBoundOptions
 from networks.ir import Add, Affine, AvgPool, Conv, Input, Linear, MaxPool, Network, Relu, Reshape, Sigmoid, Tanh
 from specs.properties import Spec

@@ -248,6 +248,15 @@ class Run:
     def expired(self) -> bool:
         return time.perf_counter() >= self.deadline
 
+    def halt(self, live: int, cap: int) -> Unknown | None:
+        """Why a search loop with `live` open subdomains must stop undecided: over the memory
+        cap, or work left after the deadline; None to go on (or finish, when live is 0)."""
+        if live > cap:
+            return Unknown(f"memory: {live} live subdomains")
+        if live and self.expired():
+            return Unknown("timeout")
+        return None
+
     def stats(self) -> BabStats:
         return BabStats(self.mode, self.domains, self.batches, self.max_live, time.perf_counter() - self.start)
 

@@ -301,12 +301,11 @@ def search(run: Run) -> Outcome:
                 t[0].numel() for t in inherited.values()) + 8 * lower.shape[1] + 8)))
             pool.push(_center_margins(run, child_lo, child_hi), lower=child_lo, upper=child_hi, **inherited)
         run.record_batch(popped, time.perf_counter() - start, len(pool))
-        if len(pool) > cap:
-            return Unknown(f"memory: {len(pool)} live subdomains")
+        stop = run.halt(len(pool), cap)
+        if stop is not None:
+            return stop
         if not len(pool):
             break
-        if run.expired():
-            return Unknown("timeout")
         start = time.perf_counter()
         priority, boxes = pool.pop(run.batch_size(options.input_batch))
     if stuck:

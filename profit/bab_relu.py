@@ -46,7 +46,6 @@ from domains.deeppoly import LinearBoundOptions
 from networks.ir import Conv, Linear, MaxPool, Network, Sigmoid, Tanh
 from profit.bab import Counterexample, Outcome, Pool, Proven, Run, Unknown, focus_rows
 from specs.properties import Spec
-from specs.regions import Box
 
 _EPS = 1e-12
 _ATTACK_EVERY = 0.1  # share of the timeout between PGD rounds on the whole region during BaB
@@ -272,12 +271,11 @@ def _clause_search(run: Run, clause: _Clause, alpha: Tensor, beta: Tensor) -> Ou
             if cex is not None:
                 return cex
             last_attack = time.perf_counter()
-        if len(pool) > cap:
-            return Unknown(f"memory: {len(pool)} live subdomains")
+        stop = run.halt(len(pool), cap)
+        if stop is not None:
+            return stop
         if not len(pool):
             break
-        if run.expired():
-            return Unknown("timeout")
         start = time.perf_counter()
         _, parents = pool.pop(max(1, run.batch_size(options.relu_batch) // 2))
         P = parents["splits"].shape[0]

@@ -939,7 +939,6 @@ class CascadeOracle(Oracle):
         rows' minimising vertices are tried, and what stays open is split.
         """
         problem = self.problem
-        values = problem.domain.values
         lo0, hi0 = problem.bounds(fixed)
         own = next((e for e in self._linear[negate] if np.array_equal(e.lo, lo0) and np.array_equal(e.hi, hi0)),
                    None)

@@ -462,7 +462,6 @@ class ProofFeatures:
             return (rank.unsqueeze(0) >= rs.unsqueeze(1)) & (rank >= 0).unsqueeze(0)
 
         lo, hi = 0, n_nz + 1  # removing lo is sufficient; removing hi is not (n_nz + 1: virtual)
-        known_lo_margin = None
         first = True
         while first or hi - lo > 1:
             f = min(options.fanout, hi - lo - 1)

@@ -30,16 +30,6 @@ SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 VNNCOMP = SHARED / "benchmarks" / "vnncomp2021"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch thread: much faster than two on the shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-
 def _tiny_model() -> torch.nn.Sequential:
     """y0 = relu(x0) + relu(x1), y1 = 0.9: class 0 wins iff x0 + x1 > 0.9 on [0, 1]^2."""
     first = torch.nn.Linear(2, 2)

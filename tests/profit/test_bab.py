@@ -45,15 +45,6 @@ RESULTS = ROOT / "results_2021.csv"
 FAST = BabOptions(attack=AttackOptions(steps=10, restarts=2), root=BetaOptions(iterations=20))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch thread: much faster than two on the shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ------------------------------------------------------------------- exact MILP
 
 class _Milp:

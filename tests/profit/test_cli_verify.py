@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from networks.datasets import load_samples
@@ -31,16 +30,6 @@ VNN_TEST = SHARED / "benchmarks" / "vnncomp2021" / "test"
 FAST = ("--steps", "5", "--restarts", "1", "--no-progress")
 COLUMNS = ["idx", "label", "predicted", "verdict", "margin", "decided_by", "seconds"]
 VERDICTS = {"verified", "falsified", "unknown", "timeout", "misclassified"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch thread: much faster than two on the shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 
 def _require(*paths: Path) -> None:

@@ -25,7 +25,7 @@ from profit.cli import main
 from profit.explain import (
     CERTIFIED, DIM, SCALE, Explainer, ExplainOptions, expl_frequencies, render_heatmap, value_colour,
 )
-from profit.explain_oracle import PixelDomain, completions
+from profit.explain_oracle import PixelDomain
 
 PATCH_20 = [r * 28 + c for r in range(15, 19) for c in range(8, 13)]
 PATCH_7 = [431, 432, 458, 459, 486, 487, 488]

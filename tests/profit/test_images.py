@@ -24,16 +24,6 @@ MNIST_DIR = SHARED / "data" / "mnist"
 CIFAR_CSV = SHARED / "data" / "cifar10" / "cifar10_test_first100.csv"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch thread: much faster than two on the shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-
 def _require(path: Path) -> None:
     if not path.exists():
         pytest.skip(f"{path} not found (shared data absent)")

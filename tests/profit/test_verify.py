@@ -29,16 +29,6 @@ MLP = MODELS_DIR / "mnist_mlp.onnx"
 FAST = AttackOptions(steps=10, restarts=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch thread: much faster than two on the shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-
 @pytest.fixture(scope="module")
 def net():
     return load_onnx(MLP)

@@ -30,16 +30,6 @@ if not RESULTS.exists():
     pytest.skip(f"{RESULTS} not found (shared benchmarks absent)", allow_module_level=True)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch thread: much faster than two on the shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-
 def _rows(benchmark: str) -> list[dict[str, str]]:
     with RESULTS.open(newline="") as f:
         return [r for r in csv.DictReader(f) if r["benchmark"] == benchmark]
