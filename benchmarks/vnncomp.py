@@ -8,6 +8,7 @@ Reads ../shared/benchmarks/vnncomp2021/<name>/<name>_instances.csv (lines
 benchmark, onnx, vnnlib, consensus, then `<tool>_result` and `<tool>_time` columns).
 Each instance runs in-process through `profit.vnnlib_runner.decide` with its timeout
 times --timeout-scale; --limit N keeps N instances, taking every --stride-th one.
+--unknown-timeout-scale sets another scale for the instances no 2021 tool solved.
 Writes one row per instance (--out, CSV) and prints: solved UNSAT, solved SAT,
 unknown/timeout, wrong vs consensus (must be 0), total time; then the 2021 tools'
 counts on the same instances. Not a test: nothing is asserted.
@@ -64,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="run at most N instances")
     parser.add_argument("--stride", type=int, default=1, help="take every K-th instance (default 1)")
     parser.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every timeout (default 1)")
+    parser.add_argument("--unknown-timeout-scale", type=float,
+                        help="timeout scale for the instances no 2021 tool solved (consensus UNKNOWN; default: "
+                             "--timeout-scale), to spend a long run's time where a verdict is known to be reachable")
     parser.add_argument("--out", type=Path, help="CSV with one row per instance")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: steadier timings on a shared machine)")
@@ -83,10 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         net = nets.get(inst.onnx) or nets.setdefault(inst.onnx, load_network(folder / inst.onnx))
         problems = load_problems(net, folder / inst.vnnlib)
-        budget = inst.timeout * args.timeout_scale
+        consensus = reference.get((inst.onnx, inst.vnnlib), {}).get("consensus", "")
+        scale = args.unknown_timeout_scale if consensus == "UNKNOWN" and args.unknown_timeout_scale is not None \
+            else args.timeout_scale
+        budget = inst.timeout * scale
         decision = decide(net, problems, max(budget - (time.perf_counter() - t0), 1e-3))
         seconds = time.perf_counter() - t0
-        consensus = reference.get((inst.onnx, inst.vnnlib), {}).get("consensus", "")
         wrong = (decision.result, consensus) in WRONG
         rows.append({"onnx": inst.onnx, "vnnlib": inst.vnnlib, "timeout": budget, "result": decision.result,
                      "seconds": round(seconds, 3), "decided_by": decision.decided_by, "consensus": consensus,
@@ -101,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
             writer.writerows(rows)
     counts = Counter(r["result"] for r in rows)
     print()
-    print(f"benchmark {args.benchmark}: {len(rows)} instances, timeout scale {args.timeout_scale}")
+    unknown_scale = "" if args.unknown_timeout_scale is None else \
+        f" ({args.unknown_timeout_scale} where the consensus is UNKNOWN)"
+    print(f"benchmark {args.benchmark}: {len(rows)} instances, timeout scale {args.timeout_scale}{unknown_scale}")
     print(f"{'tool':<12} {'UNSAT':>6} {'SAT':>5} {'other':>6} {'wrong':>6} {'time (s)':>9}")
     print(f"{'profit':<12} {counts['unsat']:>6} {counts['sat']:>5} "
           f"{counts['unknown'] + counts['timeout']:>6} {sum(r['wrong'] for r in rows):>6} {total:>9.1f}")
