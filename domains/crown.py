@@ -271,7 +271,7 @@ class BetaResult:
     coefficients: dict[str, Tensor]  # recorded node -> (B, m, *shape) lower-bound coefficients
 
 
-class _Adam:
+class Adam:
     """Adam (Kingma and Ba, 2015) ascending on a list of tensors, updated in place
     (torch.optim.Adam without its import and per-step overhead, which dominate on
     small networks)."""
@@ -347,7 +347,7 @@ def beta_crown(net: Network, domains: Subdomains, spec: Spec, options: BetaOptio
     if options.iterations > 0:
         params = list(alpha.values()) + [beta[k] for k in has_split]
         rates = [options.alpha_lr] * len(alpha) + [options.beta_lr] * len(has_split)
-        adam = _Adam(params)
+        adam = Adam(params)
         with torch.enable_grad():
             for _ in range(options.iterations):
                 lo = run(alpha, beta)

@@ -11,8 +11,13 @@ bounds, which every child inherits (valid on any sub-box). The spec is bounded w
 averaged rows added to its OR clauses (`with_averages`): near a switch between two
 rows neither row's bound is positive, their average's often is; and each OR clause
 is also bounded by the best weighted combination of its rows' linear lower bounds
-(`_clause_bounds`, a small concave maximisation per box). Per box this gives
-the rows' lower bounds and their input coefficients lA (C y + d >= lA . x + c). Then:
+(`_clause_bounds`, a small concave maximisation per box). A clause of several rows
+that a box still leaves unproven after both stages gets a third (`_clause_alpha`):
+the row weights and the ReLU lower slopes optimised jointly over one combined row,
+which approaches the LP over the triangle relaxation and proves most boxes on the
+thin surface where the property's margin is small (the weighted separate row bounds
+left about half of them open). Per box this gives the rows' lower bounds and their
+input coefficients lA (C y + d >= lA . x + c). Then:
 
 - proven boxes (spec margin > 0; float32 margins in (0, near_zero] only after a
   float64 re-bound agrees) are dropped;
@@ -38,7 +43,10 @@ import time
 import torch
 from torch import Tensor
 
-from domains.crown import BetaOptions, beta_crown, forward_bounds, root_subdomains, subdomains_from_bounds
+from domains.backsub import backward, fixed_context, relu_relaxation
+from domains.crown import (
+    Adam, BetaOptions, beta_crown, forward_bounds, relu_inputs, root_subdomains, subdomains_from_bounds,
+)
 from domains.deeppoly import LinearBoundOptions
 from networks.ir import Affine, Linear, Network, Relu, Reshape
 from profit.bab import Outcome, Pool, Proven, Run, Unknown, focus_rows
@@ -46,6 +54,7 @@ from specs.properties import Spec
 from specs.regions import Box
 
 _PGD_BOXES = 16  # open boxes of a batch (lowest centre margins) that PGD runs in
+_CLAUSE_STEPS = 10  # Adam steps of `_clause_alpha` on the boxes CROWN leaves open
 
 
 def _bound(net: Network, spec: Spec, lower: Tensor, upper: Tensor, shape: tuple[int, ...],
@@ -53,13 +62,16 @@ def _bound(net: Network, spec: Spec, lower: Tensor, upper: Tensor, shape: tuple[
            ) -> tuple[Tensor, Tensor, Tensor, dict[str, tuple[Tensor, Tensor]]]:
     """Spec margin lower bounds (k,), row lower bounds (k, m), input coefficients
     (k, m, n) and the bounds (k, ...) of the nodes the relaxations read (the smear
-    reads them), for k flat boxes. The margin is the min over clauses of the larger of
-    the clause's best row and its `_clause_bounds` combination, from either stage.
+    reads them), for k flat boxes. The margin is the min over clauses of the largest of
+    the clause's best row, its `_clause_bounds` combination (either stage) and its
+    `_clause_alpha` bound.
 
     Two stages: forward-mode intermediate bounds (cheap with few inputs) with a CROWN
     pass for the spec; the boxes this leaves unproven are re-bounded with CROWN's
     back-substituted intermediate bounds (intersected with the forward ones), and
     alpha-CROWN if `iterations` > 0. Networks outside forward mode's ops: CROWN only.
+    Then, if some clause has several rows, `_clause_alpha` on the boxes still open,
+    over the second stage's intermediate bounds.
     prior: node bounds valid on each box (its parent's), intersected at every stage."""
     k, m = lower.shape[0], spec.n_rows
     lower, upper = lower.reshape(k, *shape).to(dtype), upper.reshape(k, *shape).to(dtype)
@@ -92,6 +104,13 @@ def _bound(net: Network, spec: Spec, lower: Tensor, upper: Tensor, shape: tuple[
                 clauses[open_] = torch.maximum(clauses[open_], _clause_bounds(
                     spec[open_], second.spec_lower, coeff[open_].reshape(len(open_), m, -1),
                     lower[open_].reshape(len(open_), -1), upper[open_].reshape(len(open_), -1)))
+        still = (clauses[open_].amin(1) <= 0).nonzero().flatten()
+        if len(still) and _CLAUSE_STEPS and bool((torch.bincount(spec.clause) > 1).any()):
+            boxes = open_[still]
+            clauses[boxes] = torch.maximum(clauses[boxes], _clause_alpha(
+                net, spec[boxes], lower[boxes], upper[boxes],
+                {name: (l[still], u[still]) for name, (l, u) in domains.bounds.items()},
+                clauses[boxes], _CLAUSE_STEPS, dtype))
     margin = clauses.amin(1) if spec.n_clauses else torch.full((k,), float("inf"), dtype=torch.float64)
     if fwd is None:
         return margin, rows, coeff.reshape(k, m, -1), domains.bounds
@@ -142,6 +161,60 @@ def _clause_bounds(spec: Spec, rows: Tensor, coeff: Tensor | None = None, lower:
         spread = torch.where(usable, grad, float("-inf")).amax(-1) - torch.where(usable, grad, float("inf")).amin(-1)
         logits = logits + 2.0 / (step + 1) ** 0.5 * grad / spread.clamp(min=1e-12).unsqueeze(-1)
     return best
+
+
+def _clause_alpha(net: Network, spec: Spec, lower: Tensor, upper: Tensor, bounds: dict[str, tuple[Tensor, Tensor]],
+                  known: Tensor, steps: int, dtype: torch.dtype) -> Tensor:
+    """Lower bounds (k, K) of each clause's max over its rows on k boxes (lower / upper
+    (k, *input shape)), float64: alpha-CROWN on one combined row per clause,
+    sum_i lam_i (C_i y + d_i), with the weights lam (on the clause's rows, the simplex)
+    and the lower ReLU slopes alpha (one set per clause) optimised jointly by Adam.
+
+    Every lam on the simplex and alpha in [0, 1] gives a sound bound (max_i r_i >=
+    sum_i lam_i r_i; alpha-CROWN); the best per clause is kept. With the pre-activation
+    bounds `bounds` fixed, the optimum is the LP over the triangle relaxation of
+    min t s.t. t >= r_i (Salman et al., NeurIPS 2019): it couples the rows through the
+    ReLU relaxations, which weighting the rows' separate CROWN bounds (`_clause_bounds`)
+    cannot. lam starts uniform (warm starts from `_clause_bounds`' weights did no better).
+    known (k, K): bounds already proven; the optimisation stops once every box has a
+    positive bound on every clause, or when at the pace of its last two steps no other
+    box would reach one within the steps left (large boxes, or a counterexample inside)."""
+    k, K, m = lower.shape[0], spec.n_clauses, spec.n_rows
+    member = (spec.clause.unsqueeze(0) == torch.arange(K).unsqueeze(1)).unsqueeze(0)  # (1, K, m)
+    C = spec.C.to(dtype).reshape(k, m, -1)
+    d = spec.d.to(dtype)
+    ctx = fixed_context(net, {net.input.name: (lower, upper), **bounds}, dtype)
+    relus = relu_inputs(net)
+    shapes = [ctx.bounds[pre][0].shape[1:] for pre in relus]
+    sizes = [shape.numel() for shape in shapes]
+    slopes = [relu_relaxation(*ctx.bounds[pre]).lw.reshape(k, 1, -1) for pre in relus]
+    alpha = torch.cat(slopes, -1).expand(-1, K, -1).clone().requires_grad_(True)  # (k, K, all ReLUs)
+    logits = torch.where(member, 0.0, float("-inf")).to(dtype).expand(k, -1, -1).clone().requires_grad_(True)
+    adam = Adam([alpha, logits])
+    best = torch.full((k, K), float("-inf"), dtype=torch.float64)
+    history = [best]
+    known = known.double()
+    for step in range(steps + 1):
+        with torch.enable_grad():
+            lam = logits.softmax(-1)
+            parts = alpha.split(sizes, -1)
+            ctx.alpha = {relu: a.reshape(k, K, *shape) for relu, a, shape in zip(relus.values(), parts, shapes)}
+            rows = torch.einsum("kcm,kmo->kco", lam, C).reshape(k, K, *net.output.shape)
+            lo, _ = backward(ctx, net.output.name, rows, None, lower, upper)
+            value = lo + (lam * d.unsqueeze(1)).sum(-1)
+        history.append(torch.maximum(best, value.detach().double()))
+        best = history[-1]
+        undecided = torch.maximum(best, known).amin(1) <= 0
+        if step == steps or not bool(undecided.any()):
+            break
+        if step >= 2:  # stop when, at the pace of the last two steps, no undecided box would reach > 0
+            reach = best + (best - history[-3]) / 2 * (steps - step)
+            if not bool((torch.maximum(reach, known).amin(1) > 0)[undecided].any()):
+                break
+        adam.ascend(torch.autograd.grad(value.sum(), adam.params), [0.2, 2.0])
+        with torch.no_grad():
+            alpha.clamp_(0.0, 1.0)
+    return torch.where(ctx.infeasible.unsqueeze(1), float("inf"), best)
 
 
 def _gradient_smear(net: Network, C: Tensor, bounds: dict[str, tuple[Tensor, Tensor]],

@@ -26,14 +26,14 @@ from torch import nn
 
 from domains import backsub
 from domains.crown import (
-    BetaOptions, Subdomains, beta_crown, forward_bounds, optimized_bounds, root_subdomains,
+    BetaOptions, Subdomains, beta_crown, forward_bounds, optimized_bounds, relu_inputs, root_subdomains,
 )
 from networks import MODELS_DIR, load_onnx
 from networks.export import to_onnx
 from profit import bab_relu
 from profit.attack import AttackOptions, strictly_inside
 from profit.bab import BabOptions, Counterexample, Proven, Unknown, check, check_problems
-from profit.bab_input import _clause_bounds, with_averages
+from profit.bab_input import _clause_alpha, _clause_bounds, with_averages
 from profit.inputs import load_sample
 from profit.outcomes import Verdict
 from specs.properties import Spec, robustness
@@ -282,6 +282,71 @@ def test_clause_bounds_are_sound_and_beat_the_best_row() -> None:
     A1 = torch.tensor([[[1.0], [-1.0]]])  # rows x + 0.1 and -x + 0.1 on [-1, 1]: max >= 0.1
     rows1 = torch.tensor([[-0.9, -0.9]])
     assert float(_clause_bounds(one, rows1, A1, -torch.ones(1, 1), torch.ones(1, 1))[0, 0]) > 0.09
+
+
+def _triangle_lp(model: nn.Sequential, pre: list[tuple[np.ndarray, np.ndarray]], lower: np.ndarray,
+                 upper: np.ndarray, C: np.ndarray, d: np.ndarray) -> float:
+    """min t s.t. t >= C_i y + d_i over the triangle relaxation of a Linear/ReLU MLP on a
+    box, with the given pre-activation bounds pre (l, u) per hidden layer (scipy HiGHS)."""
+    linears = [m for m in model if isinstance(m, nn.Linear)]
+    sizes = [lower.size] + [lin.out_features for lin in linears[:-1]]
+    offsets = np.cumsum([0] + sizes)
+    n_var = offsets[-1] + 1
+    rows, rhs = [], []
+    for layer, (lin, (l, u)) in enumerate(zip(linears, pre)):
+        W, b = lin.weight.detach().double().numpy(), lin.bias.detach().double().numpy()
+        unstable, active = (l < 0) & (u > 0), l >= 0
+        slope = np.where(unstable, u / np.where(unstable, u - l, 1.0), active.astype(float))
+        shift = np.where(unstable, -l * slope, 0.0)
+        for sign, scale, extra in ((-1.0, np.ones_like(b), np.zeros_like(b)), (1.0, slope, shift)):
+            block = np.zeros((len(b), n_var))  # sign * a - scale * (W a_prev) <= scale * b + extra, or a >= z
+            block[:, offsets[layer]:offsets[layer + 1]] = -sign * scale[:, None] * W if sign > 0 else W
+            block[np.arange(len(b)), offsets[layer + 1] + np.arange(len(b))] = sign
+            rows.append(block)
+            rhs.append(scale * b + extra if sign > 0 else -b)
+    W, b = linears[-1].weight.detach().double().numpy(), linears[-1].bias.detach().double().numpy()
+    block = np.zeros((len(d), n_var))
+    block[:, offsets[-2]:offsets[-1]] = C @ W
+    block[:, -1] = -1.0
+    rows.append(block)
+    rhs.append(-(C @ b + d))
+    cost = np.zeros(n_var)
+    cost[-1] = 1.0
+    bounds = list(zip(lower, upper)) + [(0.0, max(float(hi), 0.0)) for _, u in pre for hi in u] + [(None, None)]
+    result = linprog(cost, A_ub=np.vstack(rows), b_ub=np.concatenate(rhs), bounds=bounds, method="highs")
+    assert result.status == 0
+    return float(result.fun)
+
+
+def test_clause_alpha_is_sound_and_below_the_triangle_lp(tmp_path: Path) -> None:
+    """The jointly optimised (row weights, slopes) bound of each OR clause never exceeds
+    the min over sampled points of the clause's max row, nor the LP over the triangle
+    relaxation with the same pre-activation bounds (its optimum), and comes close to
+    that LP (the offsets d put clause 0's margins near 0, where it keeps optimising;
+    clause 1 counts as already proven)."""
+    model = _random_mlp([4, 16, 16, 5], seed=10)
+    to_onnx(model, (4,), tmp_path / "mlp.onnx")
+    net = load_onnx(tmp_path / "mlp.onnx")
+    g = torch.Generator().manual_seed(11)
+    k = 8
+    center = torch.rand(k, 4, generator=g) * 2 - 1
+    box = Box(center - 0.2, center + 0.2)
+    spec = Spec(torch.randn(1, 4, 5, generator=g), torch.tensor([[0.3, 0.3, 0.3, 0.0]]),
+                torch.tensor([0, 0, 0, 1])).expand(k)
+    pre = root_subdomains(net, box, spec.n_rows).bounds
+    known = torch.tensor([[float("-inf"), float("inf")]]).expand(k, -1)
+    bound = _clause_alpha(net, spec, box.lower, box.upper, pre, known, 100, torch.float32)
+    x = box.sample(4000, g)
+    rows = spec.values(net.logits(x.reshape(-1, 4)).reshape(k, 4000, -1))  # (k, N, m)
+    exact = torch.stack([rows[..., :3].amax(-1), rows[..., 3]], -1).amin(1)  # (k, 2) sampled minima
+    assert (bound <= exact.double() + 1e-5).all()
+    layers = [pre[name] for name in relu_inputs(net)]
+    for i in range(k):
+        lp = _triangle_lp(model, [(l[i].double().numpy(), u[i].double().numpy()) for l, u in layers],
+                          box.lower[i].double().numpy(), box.upper[i].double().numpy(),
+                          spec.C[i, :3].double().numpy(), spec.d[i, :3].double().numpy())
+        assert float(bound[i, 0]) <= lp + 1e-4
+        assert float(bound[i, 0]) >= lp - 5e-3
 
 
 def test_deterministic_for_a_seed(tmp_path: Path) -> None:
