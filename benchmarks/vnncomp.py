@@ -8,7 +8,8 @@ Reads ../shared/benchmarks/vnncomp2021/<name>/<name>_instances.csv (lines
 benchmark, onnx, vnnlib, consensus, then `<tool>_result` and `<tool>_time` columns).
 Each instance runs in-process through `profit.vnnlib_runner.decide` with its timeout
 times --timeout-scale; --limit N keeps N instances, taking every --stride-th one.
---unknown-timeout-scale sets another scale for the instances no 2021 tool solved.
+--unknown-timeout-scale sets another scale for the instances no 2021 tool solved;
+--retry CSV reruns only the instances an earlier --out CSV left undecided.
 Writes one row per instance (--out, CSV) and prints: solved UNSAT, solved SAT,
 unknown/timeout, wrong vs consensus (must be 0), total time; then the 2021 tools'
 counts on the same instances. Not a test: nothing is asserted.
@@ -68,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--unknown-timeout-scale", type=float,
                         help="timeout scale for the instances no 2021 tool solved (consensus UNKNOWN; default: "
                              "--timeout-scale), to spend a long run's time where a verdict is known to be reachable")
+    parser.add_argument("--retry", type=Path, metavar="CSV",
+                        help="only the instances that an earlier --out CSV left undecided (not sat/unsat)")
     parser.add_argument("--out", type=Path, help="CSV with one row per instance")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: steadier timings on a shared machine)")
@@ -79,7 +82,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     root = shared / "benchmarks" / "vnncomp2021"
     folder = root / args.benchmark
-    instances = read_instances(folder, args.benchmark)[::max(args.stride, 1)][:args.limit]
+    instances = read_instances(folder, args.benchmark)
+    if args.retry:
+        with args.retry.open(newline="") as f:
+            undecided = {(r["onnx"], r["vnnlib"]) for r in csv.DictReader(f) if r["result"] not in ("sat", "unsat")}
+        instances = [i for i in instances if (i.onnx, i.vnnlib) in undecided]
+    instances = instances[::max(args.stride, 1)][:args.limit]
     reference, tools = read_results(root / "results_2021.csv", args.benchmark)
     rows, nets = [], {}
     start = time.perf_counter()
