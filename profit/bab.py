@@ -71,9 +71,7 @@ class BabOptions:
     input_alpha: alpha-CROWN steps per input-split batch (0: CROWN); input_branching:
     "smear" (interval gradient times width, ReluVal) or "sb" (|lA| * width);
     root: beta-CROWN steps at the root of ReLU splitting; root_bounds: alpha-CROWN steps
-    for its pre-activation bounds (0: CROWN's); beta: per batch of children (beta_lr 0.5:
-    most open subdomains deep in an mnistfc search are empty, and 5 steps at 0.05 could not
-    raise beta far enough to show it; 0.5 proved 27% of children instead of 12%, at no cost);
+    for its pre-activation bounds (0: CROWN's); beta: per batch of children;
     candidates: neurons per subdomain that filtered smart branching evaluates (1: BaBSR;
     its bound pass over 2 x candidates children per subdomain dominates a batch's cost,
     and 4 solved the mnistfc sample as 8 did, in less time);
@@ -94,7 +92,7 @@ class BabOptions:
     input_branching: str = "smear"
     root: BetaOptions = BetaOptions(iterations=50, alpha_lr=0.1, beta_lr=0.05)
     root_bounds: BetaOptions = BetaOptions(iterations=20, alpha_lr=0.1)
-    beta: BetaOptions = BetaOptions(iterations=5, alpha_lr=0.1, beta_lr=0.5)
+    beta: BetaOptions = BetaOptions(iterations=5, alpha_lr=0.1, beta_lr=0.05)
     candidates: int = 4
     refine: bool = False
     near_zero: float = 1e-5
