@@ -261,7 +261,7 @@ def _clause_search(run: Run, clause: _Clause, alpha: Tensor, beta: Tensor) -> Ou
     rounds, last_attack = 0, time.perf_counter()
     while True:
         outcome = _branch(run, clause, opened, pool)
-        if isinstance(outcome, Counterexample):
+        if isinstance(outcome, (Counterexample, Unknown)):
             return outcome
         stuck += outcome
         if len(pool) and time.perf_counter() - last_attack > max(_ATTACK_EVERY * (run.timeout or 0), 2.0):
@@ -310,10 +310,11 @@ class _Open:
     coefficients: dict[str, Tensor]
 
 
-def _branch(run: Run, clause: _Clause, b: _Open, pool: Pool) -> Counterexample | int:
+def _branch(run: Run, clause: _Clause, b: _Open, pool: Pool) -> Counterexample | Unknown | int:
     """Drop the proven subdomains of `b`, try the rest as counterexamples, decide LP
     leaves, and push the others with their branching neuron. Returns a confirmed
-    counterexample or the number of undecided leaves."""
+    counterexample, Unknown("timeout") if the deadline passes among the leaves (one LP
+    pair can take 0.1 s, and a batch can hold hundreds), or the number of undecided leaves."""
     keep = (b.margin <= 0).nonzero().flatten()
     if len(keep) == 0:
         return 0
@@ -326,6 +327,8 @@ def _branch(run: Run, clause: _Clause, b: _Open, pool: Pool) -> Counterexample |
     decision = clause.decide(rows, lo, hi, splits, alpha, beta, coefficients)
     stuck = 0
     for i in (decision < 0).nonzero().flatten().tolist():
+        if run.expired():
+            return Unknown("timeout")
         verdict = _leaf(run, clause.layout, clause.spec, splits[i], lo[i])
         if isinstance(verdict, Counterexample):
             return verdict

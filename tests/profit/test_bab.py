@@ -380,6 +380,35 @@ def test_timeout_is_respected(timeout: float) -> None:
     assert elapsed <= 1.1 * timeout + 1.5, elapsed
 
 
+def test_timeout_is_respected_among_lp_leaves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch of subdomains with every ReLU fixed goes to one LP pair each, at up to
+    0.1 s apiece on mnistfc (a 30 s run once took 42 s): the deadline is checked between
+    leaves. Here every child of the root is made a leaf and each leaf takes the whole
+    timeout, so without the check the run would take twice as long."""
+    net, box, spec = _hard_mnist()
+    timeout = 2.0
+    decide = bab_relu._Clause.decide
+    calls = []
+
+    def leaves_after_root(self, rows, *args):
+        calls.append(1)
+        picks = decide(self, rows, *args)
+        return picks if len(calls) == 1 else torch.full_like(picks, -1)
+
+    def slow_leaf(*args) -> str:
+        time.sleep(timeout)
+        return "undecided"
+
+    monkeypatch.setattr(bab_relu._Clause, "decide", leaves_after_root)
+    monkeypatch.setattr(bab_relu, "_leaf", slow_leaf)
+    options = BabOptions(mode="relu", attack=AttackOptions(steps=5, restarts=1))
+    start = time.perf_counter()
+    outcome = check(net, box, spec, timeout=timeout, options=options)
+    elapsed = time.perf_counter() - start
+    assert isinstance(outcome, Unknown) and outcome.reason == "timeout", outcome
+    assert elapsed <= 1.1 * timeout + 1.5, elapsed
+
+
 def test_memory_cap_gives_unknown_memory() -> None:
     net, box, spec = _hard_mnist()
     options = BabOptions(mode="relu", max_domains=4, attack=AttackOptions(steps=5, restarts=1))
