@@ -15,10 +15,11 @@ two BaB loops, chosen by the number of free input coordinates (`BabOptions.mode`
 - input splitting (`profit.bab_input`, few free inputs, e.g. ACAS Xu): subdomains are
   sub-boxes, bounded a batch at a time (forward-mode bounds, then CROWN for the boxes
   these leave open, then, for OR clauses of several rows, row weights and ReLU slopes
-  optimised jointly on one combined row per clause); unproven boxes are halved along the coordinate with the largest
-  smear (interval bound of |gradient| times width, ReluVal) and tried as
-  counterexamples (centres, the vertices minimising the linear lower bound, PGD in
-  the boxes whose centres come closest to a violation, which are also popped first);
+  optimised jointly on one combined row per clause); unproven boxes are halved along
+  the coordinate with the largest smear (interval bound of |gradient| times width,
+  ReluVal) and tried as counterexamples (centres, the vertices minimising the linear
+  lower bound, PGD in the boxes whose centres come closest to a violation, which are
+  also popped first);
 - ReLU splitting (`profit.bab_relu`, image inputs): subdomains are phase assignments
   of unstable ReLUs over alpha-CROWN-optimised root bounds, bounded a batch at a time
   by beta-CROWN (slopes alpha and split multipliers beta optimised per subdomain,
