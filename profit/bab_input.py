@@ -43,7 +43,7 @@ import time
 import torch
 from torch import Tensor
 
-from domains.backsub import backward, fixed_context, relu_relaxation
+from domains.backsub import backward, fixed_context
 from domains.crown import (
     Adam, BetaOptions, beta_crown, forward_bounds, relu_inputs, root_subdomains, subdomains_from_bounds,
 )
@@ -105,7 +105,7 @@ def _bound(net: Network, spec: Spec, lower: Tensor, upper: Tensor, shape: tuple[
                     spec[open_], second.spec_lower, coeff[open_].reshape(len(open_), m, -1),
                     lower[open_].reshape(len(open_), -1), upper[open_].reshape(len(open_), -1)))
         still = (clauses[open_].amin(1) <= 0).nonzero().flatten()
-        if len(still) and _CLAUSE_STEPS and bool((torch.bincount(spec.clause) > 1).any()):
+        if len(still) and _CLAUSE_STEPS and _has_joint_clause(spec):
             boxes = open_[still]
             clauses[boxes] = torch.maximum(clauses[boxes], _clause_alpha(
                 net, spec[boxes], lower[boxes], upper[boxes],
@@ -121,6 +121,11 @@ def _bound(net: Network, spec: Spec, lower: Tensor, upper: Tensor, shape: tuple[
                 bounds[name][0][open_] = l
                 bounds[name][1][open_] = u
     return margin, rows, coeff.reshape(k, m, -1), bounds
+
+
+def _has_joint_clause(spec: Spec) -> bool:
+    """Whether some OR clause of the spec has several rows (only then can combining rows help)."""
+    return bool((torch.bincount(spec.clause, minlength=spec.n_clauses) > 1).any())
 
 
 def _clause_bounds(spec: Spec, rows: Tensor, coeff: Tensor | None = None, lower: Tensor | None = None,
@@ -141,7 +146,7 @@ def _clause_bounds(spec: Spec, rows: Tensor, coeff: Tensor | None = None, lower:
     index = spec.clause.expand(k, -1)
     best = torch.full((k, spec.n_clauses), float("-inf"), dtype=torch.float64)
     best = best.scatter_reduce(1, index, rows64, "amax", include_self=False)
-    if coeff is None or not bool((torch.bincount(spec.clause, minlength=spec.n_clauses) > 1).any()):
+    if coeff is None or not _has_joint_clause(spec):
         return best
     A = coeff.double()
     center = ((lower.double() + upper.double()) / 2).unsqueeze(1)  # (k, 1, n)
@@ -185,20 +190,18 @@ def _clause_alpha(net: Network, spec: Spec, lower: Tensor, upper: Tensor, bounds
     d = spec.d.to(dtype)
     ctx = fixed_context(net, {net.input.name: (lower, upper), **bounds}, dtype)
     relus = relu_inputs(net)
-    shapes = [ctx.bounds[pre][0].shape[1:] for pre in relus]
-    sizes = [shape.numel() for shape in shapes]
-    slopes = [relu_relaxation(*ctx.bounds[pre]).lw.reshape(k, 1, -1) for pre in relus]
-    alpha = torch.cat(slopes, -1).expand(-1, K, -1).clone().requires_grad_(True)  # (k, K, all ReLUs)
+    alpha = {pre: a.to(dtype).requires_grad_(True)  # (k, K, *shape): CROWN's slopes, one set per clause
+             for pre, a in subdomains_from_bounds(net, lower, upper, bounds, K).alpha.items()}
     logits = torch.where(member, 0.0, float("-inf")).to(dtype).expand(k, -1, -1).clone().requires_grad_(True)
-    adam = Adam([alpha, logits])
+    adam = Adam([*alpha.values(), logits])
+    rates = [0.2] * len(alpha) + [2.0]
     best = torch.full((k, K), float("-inf"), dtype=torch.float64)
     history = [best]
     known = known.double()
     for step in range(steps + 1):
         with torch.enable_grad():
             lam = logits.softmax(-1)
-            parts = alpha.split(sizes, -1)
-            ctx.alpha = {relu: a.reshape(k, K, *shape) for relu, a, shape in zip(relus.values(), parts, shapes)}
+            ctx.alpha = {relus[pre]: a for pre, a in alpha.items()}
             rows = torch.einsum("kcm,kmo->kco", lam, C).reshape(k, K, *net.output.shape)
             lo, _ = backward(ctx, net.output.name, rows, None, lower, upper)
             value = lo + (lam * d.unsqueeze(1)).sum(-1)
@@ -211,9 +214,10 @@ def _clause_alpha(net: Network, spec: Spec, lower: Tensor, upper: Tensor, bounds
             reach = best + (best - history[-3]) / 2 * (steps - step)
             if not bool((torch.maximum(reach, known).amin(1) > 0)[undecided].any()):
                 break
-        adam.ascend(torch.autograd.grad(value.sum(), adam.params), [0.2, 2.0])
+        adam.ascend(torch.autograd.grad(value.sum(), adam.params), rates)
         with torch.no_grad():
-            alpha.clamp_(0.0, 1.0)
+            for a in alpha.values():
+                a.clamp_(0.0, 1.0)
     return torch.where(ctx.infeasible.unsqueeze(1), float("inf"), best)
 
 
