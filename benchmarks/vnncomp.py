@@ -84,8 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     folder = root / args.benchmark
     instances = read_instances(folder, args.benchmark)
     if args.retry:
-        with args.retry.open(newline="") as f:
-            undecided = {(r["onnx"], r["vnnlib"]) for r in csv.DictReader(f) if r["result"] not in ("sat", "unsat")}
+        undecided = _undecided(args.retry)
+        if undecided is None:
+            print(f"vnncomp.py: --retry {args.retry}: not a CSV written by --out (onnx, vnnlib, result columns)",
+                  file=sys.stderr)
+            return 2
         instances = [i for i in instances if (i.onnx, i.vnnlib) in undecided]
     instances = instances[::max(args.stride, 1)][:args.limit]
     reference, tools = read_results(root / "results_2021.csv", args.benchmark)
@@ -134,6 +137,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'consensus':<12} {consensus['UNSAT']:>6} {consensus['SAT']:>5} "
           f"{len(rows) - consensus['UNSAT'] - consensus['SAT']:>6}")
     return 0
+
+
+def _undecided(path: Path) -> set[tuple[str, str]] | None:
+    """(onnx, vnnlib) of the rows of an --out CSV whose result is neither sat nor unsat;
+    None if the file is missing or lacks those columns."""
+    if not path.is_file():
+        return None
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if not {"onnx", "vnnlib", "result"} <= set(reader.fieldnames or []):
+            return None
+        return {(r["onnx"], r["vnnlib"]) for r in reader if r["result"] not in ("sat", "unsat")}
 
 
 def _number(text: str) -> bool:
