@@ -10,6 +10,9 @@
 A domain is sound, not complete: every concrete output of every input in the
 region lies within [lower, upper], and every value of C y + d is >= spec_lower.
 `proven` is True only when the bounds prove the property; False means unknown.
+Bounds are computed in floating point without directed rounding, so a float32
+margin within rounding of 0 proves nothing by itself: `checked_proofs` re-bounds
+those regions in float64 (`Domain.float64`) and keeps a proof only if it stands.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from torch import Tensor
 from networks.ir import Layer, Network
 from specs.properties import Spec
 from specs.regions import Box
+
+
+NEAR_ZERO = 1e-3  # float32 spec margins in (0, NEAR_ZERO] are re-bounded in float64 before they prove anything
 
 
 class DomainError(ValueError):
@@ -72,6 +78,11 @@ class Domain(ABC):
     def check(self, net: Network) -> None:
         """Raise DomainError for the first op this domain cannot handle."""
 
+    def float64(self) -> Domain:
+        """The same domain, with the same options, computing in float64 on a float64 copy
+        of the network (for re-checking proofs whose float32 margin is near 0)."""
+        return type(self)(self.net.to(torch.float64))
+
     @abstractmethod
     def bound(self, region: Box, spec: Spec | Tensor | None = None, keep: bool = False) -> BoundResult:
         """Bound the network over every region of the batch (and C y + d if spec)."""
@@ -85,6 +96,28 @@ class Domain(ABC):
             margin = spec.spec_margin(spec_lower)
         return BoundResult(lower, upper, spec_lower, spec_upper, proven, bounds or {}, states or {},
                            self.name, margin)
+
+
+def checked_proofs(domain: Domain, region: Box, spec: Spec,
+                   near_zero: float = NEAR_ZERO) -> tuple[BoundResult, Tensor, Tensor]:
+    """`domain.bound(region, spec)` with its near-zero proofs re-checked (`recheck_near_zero`):
+    (result, proven (B,), margin (B,))."""
+    result = domain.bound(region, spec)
+    return (result, *recheck_near_zero(domain, region, spec, result.proven, result.spec_margin, near_zero))
+
+
+def recheck_near_zero(domain: Domain, region: Box, spec: Spec, proven: Tensor, margin: Tensor,
+                      near_zero: float = NEAR_ZERO) -> tuple[Tensor, Tensor]:
+    """(proven, margin) (B,) of `domain` on the regions, new tensors, with the proofs whose
+    float32 margin lies in (0, near_zero] bounded again by `domain.float64()`: they stay
+    proven only if that margin is > 0 too, and report it."""
+    proven, margin = proven.clone(), margin.clone()
+    near = (proven & (margin <= near_zero)).nonzero().flatten()
+    if len(near):
+        again = domain.float64().bound(Box(region.lower[near].double(), region.upper[near].double()), spec[near])
+        proven[near] = again.proven
+        margin[near] = again.spec_margin.to(margin.dtype)
+    return proven, margin
 
 
 def spec_bounds_from_box(spec: Spec, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:

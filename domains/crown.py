@@ -32,7 +32,7 @@ Ops and regions as DeepPoly (domains.deeppoly). Sound, not complete.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -76,6 +76,10 @@ class AlphaCrown(Crown):
                  alpha: AlphaOptions = AlphaOptions()) -> None:
         super().__init__(net, options)
         self.alpha = alpha
+
+    def float64(self) -> AlphaCrown:
+        return AlphaCrown(self.net.to(torch.float64), replace(self.options, dtype=torch.float64),
+                          self.alpha)
 
     def spec_bounds(self, ctx, spec: Spec, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
         best_lo, hi = super().spec_bounds(ctx, spec, lower, upper)

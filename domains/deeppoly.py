@@ -17,7 +17,7 @@ Sound, not complete.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -55,6 +55,9 @@ class DeepPoly(Domain):
         for node in net.nodes:
             if not isinstance(node.layer, Input) and type(node.layer) not in BACKWARD:
                 raise unsupported(self.name, node.layer, node.name)
+
+    def float64(self) -> DeepPoly:
+        return type(self)(self.net.to(torch.float64), replace(self.options, dtype=torch.float64))
 
     def bound(self, region: Box, spec: Spec | Tensor | None = None, keep: bool = False,
               splits: dict[str, Tensor] | None = None) -> BoundResult:

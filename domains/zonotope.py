@@ -351,6 +351,9 @@ class DeepZ(Domain):
         self.options = options or DeepZOptions()
         super().__init__(net)
 
+    def float64(self) -> DeepZ:
+        return DeepZ(self.net.to(torch.float64), self.options)
+
     def check(self, net: Network) -> None:
         errors = [unsupported(self.name, n.layer, n.name) for n in net if type(n.layer) not in _TRANSFORMERS]
         if errors:

@@ -66,7 +66,7 @@ from torch import Tensor
 
 from domains import DOMAINS, AlphaCrown, BoxDomain, DeepPoly, DeepZ, Domain, get_domain
 from domains.backsub import bound_rows, fixed_context
-from domains.base import BoundResult
+from domains.base import BoundResult, recheck_near_zero
 from networks.ir import Affine, Conv, Linear, Network, Node, Relu, Reshape
 from profit.errors import ProfitError
 from specs.properties import Spec, robustness
@@ -384,8 +384,9 @@ class ProofFeatures:
         else:
             in_shape = self.net.node(nxt.inputs[0]).shape
             self.weight_priority = _conv_column_max(nxt.layer, in_shape).float().expand(B, -1)
-        self.proven = result.proven.clone() if result.proven is not None else torch.zeros(B, dtype=torch.bool)
-        self.margin = result.spec_margin.float() if result.spec_margin is not None else torch.full((B,), -torch.inf)
+        proven = result.proven if result.proven is not None else torch.zeros(B, dtype=torch.bool)
+        margin = result.spec_margin.float() if result.spec_margin is not None else torch.full((B,), -torch.inf)
+        self.proven, self.margin = recheck_near_zero(domain, region, self.spec, proven, margin)
 
     @classmethod
     def extract(cls, result: BoundResult, domain: Domain, region: Box, spec: Spec, layer: int | str = -1,

@@ -23,7 +23,8 @@ Soundness: the eps-ball is built in [0, 1] pixel space, clipped, then mapped
 through the normalisation (x - mean) / std, which is monotone and affine per
 channel, so the mapped box is exactly the image of the pixel box; its bounds are
 rounded outward to float32 (`specs.Box`). Domains are sound, so verified holds
-for every input in the ball. Attacks search the float32 box rounded *inward*
+for every input in the ball; a float32 margin within rounding of 0 counts only if
+the domain's float64 bound agrees (`domains.base.checked_proofs`). Attacks search the float32 box rounded *inward*
 (`attack_regions`), and falsified only comes with a point that lies inside the
 exact ball and whose onnxruntime outputs are misclassified (`profit.attack.confirm`).
 """
@@ -45,7 +46,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from domains import DOMAINS
-from domains.base import Domain
+from domains.base import Domain, checked_proofs
 from networks.ir import Network
 from profit.attack import AttackOptions, confirm, inner_box, pgd, quick_attack
 from profit.errors import ProfitError
@@ -390,8 +391,8 @@ def _run_stage(stage: str, net: Network, onnx: Path, regions: tuple[Box, Box, Te
             run.margin[i] = None  # proven over subdomains: no single bound for the whole ball
             run.decide(i, verdict, stage)
         return
-    result = domains[stage].bound(region, spec)
-    for k, (proven, bound) in enumerate(zip(result.proven.tolist(), result.spec_margin.tolist())):
+    _, proven, margin = checked_proofs(domains[stage], region, spec)
+    for k, (proven, bound) in enumerate(zip(proven.tolist(), margin.tolist())):
         run.improve_bound(chunk[k], bound)
         if proven:
             run.decide(chunk[k], Verdict.VERIFIED, stage)

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from torch import Tensor
 
 from domains import DOMAINS, AlphaCrown, AlphaOptions, Crown, DeepPoly, LinearBoundOptions
-from domains.base import BoundResult, DomainError
+from domains.base import BoundResult, DomainError, checked_proofs
 from domains.lp import LPOptions, LPReference
 from networks.ir import Layer, Linear, Network, Relu
 from specs.properties import Spec
@@ -382,3 +382,42 @@ def test_back_substitution_in_float64_on_a_float32_network(cls) -> None:
     r32 = cls(case.net).bound(case.region, case.spec, keep=True)
     r64 = cls(case.net, LinearBoundOptions(dtype=torch.float64)).bound(case.region, case.spec, keep=True)
     assert_close(r64.spec_lower, r32.spec_lower, f"{cls.name}: float64 spec_lower", tol=1e-4)
+
+
+@pytest.mark.parametrize("name, cls", DOMAIN_ITEMS, ids=DOMAIN_IDS)
+def test_float64_is_the_same_domain_in_float64(name, cls):
+    net = ZOO["mlp"]
+    domain = make_domain(cls, net)
+    twin = domain.float64()
+    assert type(twin) is type(domain) and twin.net.dtype == torch.float64
+    assert getattr(twin, "alpha", None) == getattr(domain, "alpha", None)
+    region = region_for("ball", net.input_shape, torch.Generator().manual_seed(3), 0.2)
+    a, b = domain.bound(region), twin.bound(Box(region.lower.double(), region.upper.double()))
+    assert_close(a.lower, b.lower, "lower")
+    assert_close(a.upper, b.upper, "upper")
+
+
+@pytest.mark.parametrize("name, cls", DOMAIN_ITEMS, ids=DOMAIN_IDS)
+def test_checked_proofs_keep_only_float32_proofs_that_float64_confirms(name, cls):
+    """Spec offsets between the float32 and the float64 bound of each row (where the float32
+    one is higher), or just below the float32 bound: rows that float32 proves and float64
+    refutes must be dropped, rows that both prove must stand."""
+    net = ZOO["mlp"]
+    domain = make_domain(cls, net)
+    g = torch.Generator().manual_seed(0)
+    B = 64
+    one = region_for("ball", net.input_shape, g, 0.2)
+    region = Box(one.lower.expand(B, *one.lower.shape[1:]), one.upper.expand(B, *one.upper.shape[1:]))
+    n_out = net.output.shape[-1]
+    C = torch.randn(B, 1, n_out, generator=g) * 100
+    zero = Spec(C, torch.zeros(B, 1), torch.zeros(1, dtype=torch.long))
+    low32 = domain.bound(region, zero).spec_lower[:, 0].double()
+    low64 = domain.float64().bound(Box(region.lower.double(), region.upper.double()), zero).spec_lower[:, 0].double()
+    assert ((low32 - low64).abs() < 1e-4).all(), "float32 and float64 bounds should differ by rounding only"
+    d = torch.where(low32 > low64, -(low32 + low64) / 2, -low32 + 1e-6 * (1 + low32.abs())).float()
+    result, proven, margin = checked_proofs(domain, region, Spec(C, d.unsqueeze(1), zero.clause))
+    exact = low64 + d.double()
+    refuted, confirmed = result.proven & (exact < -1e-9), result.proven & (exact > 1e-9)
+    assert refuted.any() and confirmed.any()
+    assert not proven[refuted].any() and (margin[refuted] <= 0).all()
+    assert proven[confirmed].all() and (margin[confirmed] > 0).all()
