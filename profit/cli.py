@@ -7,7 +7,7 @@
                                               # L-inf robustness of images (default: shipped net + samples)
     profit vnnlib NET.onnx SPEC.vnnlib [--timeout S] [--out result.txt]
                                               # a VNN-LIB property, VNN-COMP result file
-    profit features NET.onnx [--images SRC] [--eps E] [--domain crown] [--layer -1] [--topk 20] ...
+    profit features [NET] [--images SRC] [--eps E] [--domain crown] [--layer -1] [--topk 20] ...
                                               # proof features: small sufficient sets (ProFIt)
     profit explain [NET] -p PATCH -d IDX [--mode local|absolute] [--enum axp|cxp|both] [--save] ...
                                               # formal explanations over a pixel patch
@@ -208,7 +208,8 @@ def _vnnlib(args: argparse.Namespace) -> int:
 
 
 @_command("features", "proof features: prune each robustness proof to a small sufficient set (ProFIt)",
-          _NETWORK_ARG,
+          _arg("network", nargs="?", default=DEFAULT_NETWORK.stem, metavar="NET",
+               help="ONNX file or name of a shipped network (default: %(default)s)"),
           _arg("--images", metavar="SRC", default=None,
                help="image source: MNIST IDX file/dir, ERAN .csv, folder of PNGs, .npy/.npz "
                     "(default: the shipped MNIST samples)"),

@@ -271,3 +271,8 @@ def test_features_cli_errors(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["features", "mnist_conv", "--count", "1", "--layer", "7"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("profit: error:") and "out of range" in err and len(err.splitlines()) == 1
+
+
+def test_features_cli_defaults_to_the_shipped_network(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["features", "--count", "2"]) == 0
+    assert "proven 2/2" in capsys.readouterr().out
