@@ -99,7 +99,7 @@ class Domain(ABC):
 
 
 def checked_proofs(domain: Domain, region: Box, spec: Spec,
-                   near_zero: float = NEAR_ZERO) -> tuple[BoundResult, Tensor, Tensor]:
+                   near_zero: float | None = None) -> tuple[BoundResult, Tensor, Tensor]:
     """`domain.bound(region, spec)` with its near-zero proofs re-checked (`recheck_near_zero`):
     (result, proven (B,), margin (B,))."""
     result = domain.bound(region, spec)
@@ -107,12 +107,12 @@ def checked_proofs(domain: Domain, region: Box, spec: Spec,
 
 
 def recheck_near_zero(domain: Domain, region: Box, spec: Spec, proven: Tensor, margin: Tensor,
-                      near_zero: float = NEAR_ZERO) -> tuple[Tensor, Tensor]:
+                      near_zero: float | None = None) -> tuple[Tensor, Tensor]:
     """(proven, margin) (B,) of `domain` on the regions, new tensors, with the proofs whose
-    float32 margin lies in (0, near_zero] bounded again by `domain.float64()`: they stay
-    proven only if that margin is > 0 too, and report it."""
+    float32 margin lies in (0, near_zero] (default NEAR_ZERO) bounded again by
+    `domain.float64()`: they stay proven only if that margin is > 0 too, and report it."""
     proven, margin = proven.clone(), margin.clone()
-    near = (proven & (margin <= near_zero)).nonzero().flatten()
+    near = (proven & (margin <= (NEAR_ZERO if near_zero is None else near_zero))).nonzero().flatten()
     if len(near):
         again = domain.float64().bound(Box(region.lower[near].double(), region.upper[near].double()), spec[near])
         proven[near] = again.proven

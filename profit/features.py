@@ -28,7 +28,9 @@ Definitions (issue 6):
   "augmented" output layer that stacks the K pruned copies. At other layers (and for any other
   domain) the pruned network is re-run by the domain. A kept set is reported only if it was proven this way; with
   `PruneOptions(confirm=True)` it is proven once more by a fresh run of the domain on the literal
-  pruned network (the specs in specs/suites re-verify every kept set that way).
+  pruned network (the specs in specs/suites re-verify every kept set that way). A margin within
+  float32 rounding of 0 (`domains.base.NEAR_ZERO`), of the proof or of a kept set, stands only
+  if the domain's float64 run on the literal (pruned) network agrees.
 - Priority of feature i: max(|l_i|, |u_i|) * max_j |(C W)_{j,i}| (an upper bound on its
   contribution to any margin) at the last layer; at a hidden layer, where no C applies,
   max(|l_i|, |u_i|) * max_o |W_{o,i}| with W the (dense) next Linear/Conv map. Zero-priority
@@ -66,7 +68,7 @@ from torch import Tensor
 
 from domains import DOMAINS, AlphaCrown, BoxDomain, DeepPoly, DeepZ, Domain, get_domain
 from domains.backsub import bound_rows, fixed_context
-from domains.base import BoundResult, recheck_near_zero
+from domains.base import NEAR_ZERO, BoundResult, recheck_near_zero
 from networks.ir import Affine, Conv, Linear, Network, Node, Relu, Reshape
 from profit.errors import ProfitError
 from specs.properties import Spec, robustness
@@ -347,8 +349,10 @@ class _Checker:
         pf = self.pf
         self.calls += 1
         self.checks += 1
-        pruned = masked_network(pf.net, pf.node, keep)
-        return float(_rebind(pf.domain, pruned).bound(self.region, self.spec).spec_margin[0])
+        domain = _rebind(pf.domain, masked_network(pf.net, pf.node, keep))
+        result = domain.bound(self.region, self.spec)
+        _, margin = recheck_near_zero(domain, self.region, self.spec, result.proven, result.spec_margin)
+        return float(margin[0])
 
 
 class ProofFeatures:
@@ -500,15 +504,14 @@ class ProofFeatures:
                 keep[batch[j]] = False
                 pos += j + 1
         kept_greedy = order[keep[order]].flip(0)
-        if not options.confirm:
-            kept_margin = float(check.margins(keep.unsqueeze(0))[0])
-        else:
+        kept_margin = check.confirm(keep) if options.confirm else float(check.margins(keep.unsqueeze(0))[0])
+        if not options.confirm and kept_margin <= NEAR_ZERO:  # within float32 rounding of 0: prove it afresh
             kept_margin = check.confirm(keep)
-            if kept_margin <= 0 and len(kept_greedy) != len(kept_suffix):
-                kept_greedy = kept_suffix
-                kept_margin = check.confirm(prefix_masks(torch.tensor([lo]))[0])
-            if kept_margin <= 0:
-                return self._unpruned(i, n_nz, margin, check, share + time.perf_counter() - start)
+        if kept_margin <= 0 and len(kept_greedy) != len(kept_suffix):
+            kept_greedy = kept_suffix
+            kept_margin = check.confirm(prefix_masks(torch.tensor([lo]))[0])
+        if kept_margin <= 0:
+            return self._unpruned(i, n_nz, margin, check, share + time.perf_counter() - start)
         return Pruned(i, True, self.width, n_nz, kept_suffix, kept_greedy, margin, kept_margin,
                       check.calls, check.checks, share + time.perf_counter() - start)
 

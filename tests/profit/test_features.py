@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import domains.base as domains_base
+import profit.features as features_module
 from domains import DOMAINS, get_domain
 from networks import MODELS_DIR, load_onnx
 from networks.ir import Input, Linear, Network, Node, Relu
@@ -276,3 +278,27 @@ def test_features_cli_errors(capsys: pytest.CaptureFixture[str]) -> None:
 def test_features_cli_defaults_to_the_shipped_network(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["features", "--count", "2"]) == 0
     assert "proven 2/2" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("domain", ["box", "deepz", "crown"])
+def test_kept_sets_near_zero_are_reproven_in_float64(conv_features: dict[str, ProofFeatures], domain: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """With every margin counted as near zero, each kept set is proven afresh in float64 on the
+    literal pruned network (and the proofs themselves re-checked): the same sets stand, with
+    margins equal to the float32 ones up to rounding."""
+    pf = conv_features[domain]
+    plain = pf.prune()
+    monkeypatch.setattr(features_module, "NEAR_ZERO", float("inf"))
+    monkeypatch.setattr(domains_base, "NEAR_ZERO", float("inf"))
+    calls = []
+    float64 = type(pf.domain).float64
+    monkeypatch.setattr(type(pf.domain), "float64", lambda self: calls.append(1) or float64(self))
+    again = ProofFeatures(pf.domain, pf.region, pf.spec, pf.result, pf.node, pf.x, pf.eps)
+    assert torch.equal(again.proven, pf.proven)
+    checked = again.prune()
+    for p, q in zip(plain, checked):
+        assert p.proven == q.proven and torch.equal(p.kept_greedy, q.kept_greedy)
+        if p.proven:
+            assert q.kept_margin > 0 and abs(q.kept_margin - p.kept_margin) <= 1e-4 * (1 + abs(p.kept_margin))
+    n = sum(p.proven for p in plain)
+    assert len(calls) >= (n > 0) + n  # one batched run for the proofs, at least one per kept set
