@@ -24,9 +24,10 @@ through the normalisation (x - mean) / std, which is monotone and affine per
 channel, so the mapped box is exactly the image of the pixel box; its bounds are
 rounded outward to float32 (`specs.Box`). Domains are sound, so verified holds
 for every input in the ball; a float32 margin within rounding of 0 counts only if
-the domain's float64 bound agrees (`domains.base.checked_proofs`). Attacks search the float32 box rounded *inward*
-(`attack_regions`), and falsified only comes with a point that lies inside the
-exact ball and whose onnxruntime outputs are misclassified (`profit.attack.confirm`).
+the domain's float64 bound agrees (`domains.base.checked_proofs`). Attacks search
+the float32 box rounded *inward* (`attack_regions`), and falsified only comes with
+a point that lies inside the exact ball and whose onnxruntime outputs are
+misclassified (`profit.attack.confirm`).
 """
 
 from __future__ import annotations
