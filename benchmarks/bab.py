@@ -30,8 +30,8 @@ import torch  # noqa: E402
 
 from networks.datasets import shared_dir  # noqa: E402  (after making the repo importable)
 from profit.bab import BabOptions, Counterexample, Proven, check_problems  # noqa: E402
-from profit.inputs import load_network  # noqa: E402
-from profit.vnnlib_runner import load_problems  # noqa: E402
+from profit.data import load_network  # noqa: E402
+from profit.verify.vnnlib import load_problems  # noqa: E402
 
 BENCHMARKS = ("test", "mnistfc", "acasxu")
 

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from networks import load_onnx, shipped  # noqa: E402
 from networks.datasets import load_samples  # noqa: E402
 from profit.explain import Explainer, ExplainOptions  # noqa: E402
-from profit.explain_oracle import STAGES, PixelDomain  # noqa: E402
+from profit.explain import STAGES, PixelDomain  # noqa: E402
 
 PATCHES = {
     10: [(r, c) for r in range(15, 17) for c in range(8, 13)],

@@ -4,7 +4,7 @@
                                   [--only NAME ...] [--csv FILE] [--figure PNG]
 
 For each network (ProFIt's shared networks, their state-dict networks exported by
-`networks.profit_zoo`, and the three `mnist_conv_*` nets of `networks.train`), each eps (MNIST
+`networks.profit_zoo`, and the three `mnist_conv_*` nets of `profit.train`), each eps (MNIST
 0.02 and 0.1; CIFAR-10 0.2/255 and 2/255) and each domain: the first `--count` MNIST test images
 (../shared/data/mnist IDX) or the `--cifar-count` CIFAR images of ../shared, proven count,
 mean/median kept features after the suffix search and after the greedy step, % of proven
@@ -30,8 +30,8 @@ import torch
 from networks import MODELS_DIR, Network, load_onnx
 from networks.datasets import shared_dir
 from profit.features import FeatureRunOptions, ProofFeatures, PruneOptions, run_features
-from profit.images import fit_to_network, load_images
-from profit.visualize import plot_comparison, save
+from profit.data import fit_to_network, load_images
+from profit.viz import plot_comparison, save
 
 MNIST_EPS = (0.02, 0.1)
 CIFAR_EPS = (0.2 / 255, 2 / 255)

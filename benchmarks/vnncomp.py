@@ -6,7 +6,7 @@
 Reads ../shared/benchmarks/vnncomp2021/<name>/<name>_instances.csv (lines
 `onnx,vnnlib,timeout`, no header) and results_2021.csv (one row per instance:
 benchmark, onnx, vnnlib, consensus, then `<tool>_result` and `<tool>_time` columns).
-Each instance runs in-process through `profit.vnnlib_runner.decide` with its timeout
+Each instance runs in-process through `profit.verify.vnnlib.decide` with its timeout
 times --timeout-scale; --limit N keeps N instances, taking every --stride-th one.
 --unknown-timeout-scale sets another scale for the instances no 2021 tool solved;
 --retry CSV reruns only the instances an earlier --out CSV left undecided.
@@ -31,8 +31,8 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from networks.datasets import shared_dir  # noqa: E402  (after making the repo importable)
-from profit.inputs import load_network  # noqa: E402
-from profit.vnnlib_runner import decide, load_problems  # noqa: E402
+from profit.data import load_network  # noqa: E402
+from profit.verify.vnnlib import decide, load_problems  # noqa: E402
 
 BENCHMARKS = ("test", "mnistfc", "acasxu")
 WRONG = {("unsat", "SAT"), ("sat", "UNSAT")}

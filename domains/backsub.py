@@ -898,7 +898,7 @@ def input_linear_bounds(net: Network, lower: Tensor, upper: Tensor, C: Tensor,
 
     hence on every sub-box too (the relaxations are valid on the whole box), so
     min over a sub-box of A . x + b bounds C . f there without a new propagation
-    (profit.explain_oracle re-concretises it for many candidate boxes). Concretised
+    (profit.explain.oracle re-concretises it for many candidate boxes). Concretised
     over [lower, upper] itself it equals CROWN's bound.
     """
     ctx = propagate(net, lower, upper, default_relaxation, everything=False, unstable_only=True,

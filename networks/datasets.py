@@ -3,7 +3,7 @@
 The project must work from a fresh clone, so everything it needs at run time comes
 from ``networks/models/mnist_samples.npz`` (MNIST test images 0-99, never used for
 training). The full 10k test set in ``../shared/data/mnist`` is only for training
-(``networks.train``), tests and benchmarks, which skip when it is absent.
+(``profit.train``), tests and benchmarks, which skip when it is absent.
 """
 
 import gzip

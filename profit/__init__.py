@@ -6,9 +6,12 @@ The user-facing layer of the project. Data flows one way:
         -> verdict | proof features | explanation -> picture
 
 The packages below this one are `networks` (ONNX -> typed IR, concrete forward,
-shipped models), `domains` (one module per abstract domain) and `specs` (input
-regions, output properties, VNN-LIB). This package holds the public API and the
-`profit` command line (`profit.cli`, also `python -m profit`).
+shipped models), `specs` (input regions, output properties, VNN-LIB) and `domains`
+(one module per abstract domain). This package holds one subpackage per use of the
+bounds (see the README's layout section): `data`, `attacks`, `bab`, `verify`,
+`features`, `explain`, `train`, `viz`, `testing` and the `profit` command line
+(`profit.cli`, also `python -m profit`). The names below are loaded on first use, so
+`import profit` costs little.
 
     import profit
     net = profit.load_onnx("networks/models/mnist_mlp.onnx")
@@ -32,25 +35,54 @@ regions, output properties, VNN-LIB). This package holds the public API and the
         print(e.kind, e.literals)                             # axp ((512, 0.0),) ...
 """
 
-__version__ = "0.1.0"
+import importlib
+from typing import TYPE_CHECKING
 
-from networks import Network, load_onnx
-from profit.attack import AttackOptions, confirm, pgd, quick_attack
-from profit.bab import BabOptions, Counterexample, Proven, Unknown, check
-from profit.errors import ProfitError
-from profit.explain import Explainer, Explanation, PixelDomain
-from profit.features import ProofFeatures
-from profit.images import ImageSet, load_images
-from profit.inputs import load_input, load_network, load_sample
-from profit.outcomes import Verdict
-from profit.plots import run_grid, save_run
-from profit.verify import ImageResult, Summary, VerifyOptions, summarize, summary_line, verify_images
-from profit.vnnlib_runner import Decision, VnnlibOutcome, decide, run_vnnlib
+from profit.version import __version__
 
-__all__ = [
-    "__version__", "AttackOptions", "BabOptions", "Counterexample", "Decision", "Explainer",
-    "Explanation", "ImageResult", "ImageSet", "Network", "PixelDomain", "ProfitError", "ProofFeatures",
-    "Proven", "Summary", "Unknown", "Verdict", "VerifyOptions", "VnnlibOutcome", "check", "confirm",
-    "decide", "load_images", "load_input", "load_network", "load_onnx", "load_sample", "pgd",
-    "quick_attack", "run_grid", "run_vnnlib", "save_run", "summarize", "summary_line", "verify_images"
-]
+_MODULES = {  # the module that defines each public name
+    "networks": ("Network", "load_onnx"),
+    "profit.errors": ("ProfitError",),
+    "profit.outcomes": ("Counterexample", "Proven", "Unknown", "Verdict"),
+    "profit.data": ("ImageSet", "load_images", "load_input", "load_network", "load_sample"),
+    "profit.attacks": ("AttackOptions", "confirm", "pgd", "quick_attack"),
+    "profit.bab": ("BabOptions", "check"),
+    "profit.verify": ("Decision", "ImageResult", "Summary", "VerifyOptions", "VnnlibOutcome", "decide", "run_vnnlib",
+                      "summarize", "summary_line", "verify_images"),
+    "profit.features": ("ProofFeatures",),
+    "profit.explain": ("Explainer", "Explanation", "PixelDomain"),
+    "profit.viz": ("run_grid", "save_run"),
+}
+_EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> object:
+    """Import a public name's module on first access (PEP 562)."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'profit' has no attribute '{name}'")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:
+    from networks import Network, load_onnx
+    from profit.attacks import AttackOptions, confirm, pgd, quick_attack
+    from profit.bab import BabOptions, check
+    from profit.data import ImageSet, load_images, load_input, load_network, load_sample
+    from profit.errors import ProfitError
+    from profit.explain import Explainer, Explanation, PixelDomain
+    from profit.features import ProofFeatures
+    from profit.outcomes import Counterexample, Proven, Unknown, Verdict
+    from profit.verify import (
+        Decision, ImageResult, Summary, VerifyOptions, VnnlibOutcome, decide, run_vnnlib, summarize, summary_line,
+        verify_images,
+    )
+    from profit.viz import run_grid, save_run

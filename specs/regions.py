@@ -6,6 +6,9 @@ same per-sample shape, stored as float32 `lower`/`upper` tensors. Constructors:
 - `linf_ball(x, eps)`: clip(x - eps, lo, hi) .. clip(x + eps, lo, hi).
 - `patch(x, pixels)`: the listed pixels range over [lo, hi], the others are fixed to x.
 - `patch_linf(x, pixels, eps)`: the listed pixels range over clip(x +- eps), the others are fixed.
+- `inner_box(lower, upper)` / `strictly_inside(box)`: float32 boxes *inside* a real box, for
+  attacks: a Box rounds outward (right for proofs), so a point of it may lie a float32 step
+  outside the region as written; counterexamples are searched and confirmed inside these.
 
 Wider inputs (float64, integers) are rounded *outward* to float32, so a Box always
 contains the real region it was built from: a proof over the Box is a proof over it.
@@ -220,3 +223,47 @@ def patch_linf(
     mask = _pixel_mask(x, pixels)
     ball = linf_ball(x, eps, lo, hi)
     return Box(torch.where(mask, ball.lower, x), torch.where(mask, ball.upper, x))
+
+
+def _next_up(t: Tensor) -> Tensor:
+    return torch.nextafter(t, torch.full_like(t, torch.inf))
+
+
+def _next_down(t: Tensor) -> Tensor:
+    return torch.nextafter(t, torch.full_like(t, -torch.inf))
+
+
+def _feasible(lower: Tensor, upper: Tensor) -> tuple[Box, Tensor]:
+    """Box(lower, upper) where every coordinate is non-empty, and which regions were (B,) bool;
+    an empty coordinate is collapsed to its lower end, and its region is marked infeasible."""
+    empty = lower > upper
+    ok = ~empty.reshape(empty.shape[0], -1).any(dim=1)
+    return Box(lower, torch.where(empty, lower, upper)), ok
+
+
+def inner_box(lower: Tensor, upper: Tensor) -> tuple[Box, Tensor]:
+    """The largest float32 box inside the real box [lower, upper] (float64 or float32 bounds).
+
+    Counterexamples must lie in the region as written; `specs.Box` rounds outward (right
+    for proofs), so attacks search this inward-rounded box instead. Returns the box and
+    (B,) bool: False where no float32 point lies in some coordinate's interval.
+    """
+    lower, upper = torch.as_tensor(lower), torch.as_tensor(upper)
+    lo, hi = lower.to(torch.float32), upper.to(torch.float32)
+    if lower.dtype == torch.float64:
+        lo = torch.where(lo.double() < lower, _next_up(lo), lo)
+        hi = torch.where(hi.double() > upper, _next_down(hi), hi)
+    return _feasible(lo, hi)
+
+
+def strictly_inside(box: Box) -> tuple[Box, Tensor]:
+    """A float32 box inside whatever real box `box` was rounded outward from.
+
+    For boxes whose exact bounds are lost (e.g. parsed VNN-LIB bounds): each bound
+    moves one float32 step inward unless the interval is a single point (then it is
+    exact). Returns the box and (B,) bool as `inner_box`.
+    """
+    point = box.lower == box.upper
+    lo = torch.where(point, box.lower, _next_up(box.lower))
+    hi = torch.where(point, box.upper, _next_down(box.upper))
+    return _feasible(lo, hi)

@@ -33,7 +33,7 @@ from networks.datasets import shared_dir
 from profit.features import (
     FeatureRun, FeatureRunOptions, PruneOptions, masked_network, resolve_layer, run_features, write_csv,
 )
-from profit.images import fit_to_network, load_images
+from profit.data import fit_to_network, load_images
 from specs.properties import robustness
 from specs.regions import linf_ball
 
@@ -49,7 +49,7 @@ class FeatureExperiment(unittest.TestCase):
     """Base class: subclasses set the class attributes; this class itself runs nothing."""
 
     network: ClassVar[Path | None] = None  # ONNX file
-    images: ClassVar[str | None] = None  # image source for profit.images.load_images (None: shipped samples)
+    images: ClassVar[str | None] = None  # image source for profit.data.load_images (None: shipped samples)
     channels: ClassVar[int] = 1
     count: ClassVar[int] = 10
     eps: ClassVar[float] = 0.02

@@ -1,0 +1,120 @@
+"""Decide a VNN-LIB property of an ONNX network, as in the VNN-COMP interface.
+
+    outcome = run_vnnlib("net.onnx", "prop.vnnlib", timeout=60)
+    outcome.result          # "sat" | "unsat" | "unknown" | "timeout"
+    Path("out.txt").write_text(outcome.text())
+
+`decide(net, problems, timeout)` runs the complete verifier `profit.bab.check_problems`:
+an attack on every problem (quick pass, PGD; every candidate confirmed with
+onnxruntime), then branch and bound per problem (input splitting for few inputs,
+ReLU splitting otherwise), within the timeout. Answers:
+
+- sat: a counterexample that onnxruntime confirmed (inside the box as written:
+  attacks search the box shrunk one float32 step inward, `strictly_inside`, because
+  the parsed bounds are rounded outward; its real outputs violate the property); the result text carries it in VNN-COMP form
+  `((X_0 v) ... (Y_0 v))` with onnxruntime's outputs;
+- unsat: every problem proven (every subdomain of its BaB proven by a sound bound);
+- timeout: the time ran out with a problem open; unknown: the BaB stopped without
+  a decision for another reason (its memory cap, an unsupported op, float32 precision).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from torch import Tensor
+
+from networks.ir import Network
+from profit.attacks import AttackOptions
+from profit.bab import BabOptions, Counterexample, Proven, check_problems
+from profit.errors import ProfitError
+from profit.data import load_network
+from specs.regions import Box
+from specs.vnnlib import VnnlibProblem, parse_vnnlib, write_counterexample
+
+RESULTS = ("sat", "unsat", "unknown", "timeout")  # first line of a VNN-COMP result file
+
+
+@dataclass(frozen=True, eq=False)
+class Decision:
+    """What `decide` concluded, and which method concluded it."""
+
+    result: str  # one of RESULTS
+    counterexample: tuple[Tensor, Tensor] | None = None  # (x flat network input, y onnxruntime outputs) for sat
+    decided_by: str = ""  # e.g. "pgd", "crown"; for unknown/timeout the last method run
+
+
+@dataclass(frozen=True, eq=False)
+class VnnlibOutcome:
+    """A decision with its wall-clock time; `text()` is the VNN-COMP result file."""
+
+    decision: Decision
+    seconds: float
+
+    @property
+    def result(self) -> str:
+        return self.decision.result
+
+    def text(self) -> str:
+        """'sat' plus the counterexample, or the bare result, newline-terminated."""
+        if self.decision.result == "sat" and self.decision.counterexample is not None:
+            return write_counterexample(*self.decision.counterexample)
+        return self.decision.result + "\n"
+
+
+def load_problems(net: Network, vnnlib_path: str | Path) -> list[VnnlibProblem]:
+    """Parse a VNN-LIB file against the network's sizes (more inputs or outputs than it has: an error
+    naming the line). Boxes are reshaped to (1, *net.input_shape), X_i in row-major order."""
+    n_inputs = math.prod(net.input_shape)
+    problems = parse_vnnlib(Path(vnnlib_path), n_inputs=n_inputs, n_outputs=net.n_outputs)
+    shaped = []
+    for p in problems:
+        if p.box.lower.numel() != n_inputs:
+            raise ProfitError(f"{vnnlib_path}: constrains {p.box.lower.numel()} inputs, the network takes {n_inputs}")
+        box = Box(p.box.lower.reshape(1, *net.input_shape), p.box.upper.reshape(1, *net.input_shape))
+        shaped.append(VnnlibProblem(box, p.spec))
+    return shaped
+
+
+def decide(
+    net: Network,
+    problems: list[VnnlibProblem],
+    timeout: float | None,
+    onnx_path: str | Path | None = None,
+    attack: AttackOptions | None = None,
+    options: BabOptions = BabOptions(),
+) -> Decision:
+    """sat / unsat / unknown / timeout for the property "every problem's spec holds on its box".
+
+    problems: boxes shaped (1, *net.input_shape); onnx_path: the file used to confirm
+    counterexamples (default net.source); attack: replaces options.attack if given.
+    decided_by is "bab-<mode>" with mode attack, input or relu (what ran last).
+    """
+    onnx = Path(onnx_path or net.source)
+    if not onnx.is_file():
+        raise ProfitError(f"the network's ONNX file is needed to confirm counterexamples (got '{onnx}')")
+    if attack is not None:
+        options = replace(options, attack=attack)
+    outcome = check_problems(net, [(p.box, p.spec) for p in problems], timeout, options, onnx_path=onnx)
+    by = f"bab-{outcome.stats.mode or 'attack'}"
+    if isinstance(outcome, Proven):
+        return Decision("unsat", None, by)
+    if isinstance(outcome, Counterexample):
+        return Decision("sat", (outcome.x.reshape(-1), outcome.y[0]), by)
+    return Decision("timeout" if outcome.reason == "timeout" else "unknown", None, f"{by} ({outcome.reason})")
+
+
+def run_vnnlib(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float | None = None,
+               attack: AttackOptions | None = None) -> VnnlibOutcome:
+    """Load the network, parse the property against it and `decide`; the time includes loading."""
+    if timeout is not None and not timeout > 0:
+        raise ProfitError(f"timeout must be > 0 seconds, got {timeout}")
+    start = time.perf_counter()
+    net = load_network(onnx_path)
+    problems = load_problems(net, vnnlib_path)
+    remaining = None if timeout is None else max(timeout - (time.perf_counter() - start), 1e-3)
+    decision = decide(net, problems, remaining, onnx_path=net.source, attack=attack)
+    return VnnlibOutcome(decision, time.perf_counter() - start)
