@@ -17,6 +17,8 @@ those regions in float64 (`Domain.float64`) and keeps a proof only if it stands.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -54,6 +56,26 @@ class BoundResult:
     domain: str = ""
     spec_margin: Tensor | None = None  # (B,) min over clauses of max over rows of spec_lower; > 0 iff proven
 
+    def take(self, i: int) -> BoundResult:
+        """Batch element i of every tensor (kept as a batch of one), of bounds and states too."""
+        return _take(self, i)
+
+
+def _take(value: Any, i: int) -> Any:
+    """Batch element i (kept as a batch of one) of a tensor, tuple, dict or dataclass of tensors;
+    a tensor of batch 1 (shared by the batch) stays as it is."""
+    if isinstance(value, Tensor):
+        return value[i:i + 1] if value.dim() and value.shape[0] > 1 else value
+    if isinstance(value, tuple):
+        return tuple(_take(v, i) for v in value)
+    if isinstance(value, dict):
+        return {k: _take(v, i) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: _take(getattr(value, f.name), i)
+                                             for f in dataclasses.fields(value) if f.init
+                                             and isinstance(getattr(value, f.name), (Tensor, tuple, dict))})
+    return value
+
 
 def as_spec(spec: Spec | Tensor | None, batch: int) -> Spec | None:
     """Accept a Spec, a bare C matrix (m, n) or (B, m, n), or None."""
@@ -82,6 +104,24 @@ class Domain(ABC):
         """The same domain, with the same options, computing in float64 on a float64 copy
         of the network (for re-checking proofs whose float32 margin is near 0)."""
         return type(self)(self.net.to(torch.float64))
+
+    def rebind(self, net: Network) -> Domain:
+        """The same domain (type and options) bound to another network."""
+        variant = copy.copy(self)
+        variant.net = net
+        variant.check(net)
+        return variant
+
+    def last_layer_lower(self, result: BoundResult, region: Box, C: Tensor, d: Tensor) -> Tensor | None:
+        """Lower bounds (R,) of C z + d over `region` (batch 1), z (n,) the flat input of the
+        network's output layer, C (R, n), d (R,), from what `result` kept (this domain's
+        `bound(region, ..., keep=True)`, batch 1), without re-running the network.
+
+        Sound whatever the output layer is, because nothing a domain keeps up to the output's
+        input depends on it: callers that vary only the last layer (proof features pruning it)
+        re-bound many variants at once this way. None: this domain cannot; bound afresh.
+        """
+        return None
 
     @abstractmethod
     def bound(self, region: Box, spec: Spec | Tensor | None = None, keep: bool = False) -> BoundResult:

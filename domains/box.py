@@ -179,3 +179,12 @@ class BoxDomain(Domain):
         bounds = {name: (s.lower, s.upper) for name, s in states.items()} if keep else None
         return self.finish(out.lower, out.upper, spec, spec_lower, spec_upper,
                            bounds=bounds, states=states if keep else None)
+
+    def last_layer_lower(self, result: BoundResult, region: Box, C: Tensor, d: Tensor) -> Tensor | None:
+        """Interval arithmetic on the kept bounds of the output layer's input, in float64."""
+        lower, upper = result.bounds[self.net.output.inputs[0]]
+        lower, upper = lower.reshape(1, -1).double(), upper.reshape(1, -1).double()
+        center, radius = (upper + lower) / 2, (upper - lower) / 2
+        A = C.double().unsqueeze(0)
+        lo = A.matmul(center.unsqueeze(-1)).squeeze(-1) - A.abs().matmul(radius.unsqueeze(-1)).squeeze(-1)
+        return lo[0].float() + d

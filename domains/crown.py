@@ -81,6 +81,13 @@ class AlphaCrown(Crown):
         return AlphaCrown(self.net.to(torch.float64), replace(self.options, dtype=torch.float64),
                           self.alpha)
 
+    def _rows_lower(self, net: Network, ctx, C: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
+        """The rows as a spec of `net`, their slopes optimised (alpha-CROWN)."""
+        R = C.shape[1]
+        spec = Spec(C.float(), torch.zeros(1, R), torch.arange(R))
+        lo, _ = self.rebind(net).spec_bounds(ctx, spec, lower, upper)
+        return lo
+
     def spec_bounds(self, ctx, spec: Spec, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
         best_lo, hi = super().spec_bounds(ctx, spec, lower, upper)
         relus = [n for n in self.net.nodes if isinstance(n.layer, Relu)]

@@ -17,14 +17,15 @@ Sound, not complete.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
-from domains.backsub import BACKWARD, bound_rows, default_relaxation, propagate
+from domains.backsub import BACKWARD, bound_rows, default_relaxation, fixed_context, propagate
 from domains.base import BoundResult, Domain, as_spec, unsupported
-from networks.ir import Input, Network
+from networks.ir import Input, Linear, Network
 from specs.properties import Spec
 from specs.regions import Box
 
@@ -85,3 +86,23 @@ class DeepPoly(Domain):
         lo, hi = bound_rows(ctx, spec.C, lower, upper, self.options.budget)
         d = spec.d.to(lo.dtype)
         return (lo + d).float(), (hi + d).float()
+
+    def last_layer_lower(self, result: BoundResult, region: Box, C: Tensor, d: Tensor) -> Tensor | None:
+        """The rows back-substituted from the output layer's input through the kept
+        intermediate bounds (which do not depend on the output layer): the network with its
+        output layer replaced by the identity, bounded with rows C."""
+        out = self.net.output
+        n = C.shape[1]
+        identity = Linear(torch.eye(n, dtype=self.net.dtype), torch.zeros(n, dtype=self.net.dtype))
+        net = dataclasses.replace(self.net, nodes=self.net.nodes[:-1] + (
+            dataclasses.replace(out, layer=identity, shape=(n,)),))
+        dtype = self.options.dtype
+        lower, upper = region.lower.to(dtype), region.upper.to(dtype)
+        bounds = {k: v for k, v in result.bounds.items() if k != out.name}
+        ctx = fixed_context(net, {**bounds, net.input.name: (lower, upper)}, dtype)
+        return self._rows_lower(net, ctx, C.unsqueeze(0), lower, upper)[0].float() + d
+
+    def _rows_lower(self, net: Network, ctx, C: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
+        """(1, R) lower bounds of the rows C (1, R, n) of `net`'s output in the context `ctx`."""
+        lo, _ = bound_rows(ctx, C, lower, upper, self.options.budget, upper_too=False)
+        return lo

@@ -401,6 +401,12 @@ class DeepZ(Domain):
             bounds = {name: z.bounds() for name, z in states.items()}
         return self.finish(out_lo, out_hi, spec, spec_lower, spec_upper, bounds=bounds, states=states)
 
+    def last_layer_lower(self, result: BoundResult, region: Box, C: Tensor, d: Tensor) -> Tensor | None:
+        """The kept zonotope of the output layer's input, concretised along the rows
+        (correlations kept)."""
+        lo, _ = result.states[self.net.output.inputs[0]].concretize_linear(C.unsqueeze(0))
+        return lo[0] + d
+
     def _run(self, lower: Tensor, upper: Tensor, spec: Spec | None, keep: bool) -> _Chunk:
         """Propagate one chunk of the batch; without keep, drop each state after its last reader."""
         net = self.net

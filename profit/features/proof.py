@@ -19,14 +19,13 @@ Definitions (issue 6):
   ReLU layer can be chosen (`layer` = index among the ReLU nodes, -1 = last, or a node name).
 - Sufficiency of a subset S: every feature outside S is replaced by the constant 0 (its column
   of the next Linear layer's weight is zeroed, the bias stays; before a Conv an elementwise 0/1
-  mask is inserted), and the property is re-proven with the same domain. At the last layer this
-  is done without re-running the unchanged part of the network, with the same result:
-  Box: interval arithmetic on the stored [l, u]; DeepZ: the stored zonotope composed with the
-  pruned layer and C (correlations kept); DeepPoly/CROWN/alpha-CROWN: the pruned network is
-  re-bounded by back-substitution through all layers from the stored intermediate bounds (they
-  do not depend on the last layer), K candidate sets at once as K * m extra spec rows of an
-  "augmented" output layer that stacks the K pruned copies. At other layers (and for any other
-  domain) the pruned network is re-run by the domain. A kept set is reported only if it was proven this way; with
+  mask is inserted), and the property is re-proven with the same domain. At the last layer the
+  domain re-bounds the K candidate sets at once without re-running the unchanged part of the
+  network (`Domain.last_layer_lower`, the rows (C W)_{j,i} * keep_i over the stored proof):
+  Box: interval arithmetic on the stored [l, u]; DeepZ: the stored zonotope along the rows
+  (correlations kept); DeepPoly/CROWN/alpha-CROWN: back-substitution through all layers from
+  the stored intermediate bounds (they do not depend on the last layer). At other layers (and
+  for a domain without the hook) the pruned network is re-run by the domain. A kept set is reported only if it was proven this way; with
   `PruneOptions(confirm=True)` it is proven once more by a fresh run of the domain on the literal
   pruned network (the specs in specs/suites re-verify every kept set that way). A margin within
   float32 rounding of 0 (`domains.base.NEAR_ZERO`), of the proof or of a kept set, stands only
@@ -54,7 +53,6 @@ Sound as the domains are: every reported kept set was proven sufficient by the c
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 from collections.abc import Sequence
@@ -64,8 +62,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from domains import AlphaCrown, BoxDomain, DeepPoly, DeepZ, Domain, get_domain
-from domains.backsub import bound_rows, fixed_context
+from domains import Domain, get_domain
 from domains.base import NEAR_ZERO, BoundResult, recheck_near_zero
 from networks.ir import Affine, Conv, Linear, Network, Node, Relu, Reshape
 from profit.errors import ProfitError
@@ -77,7 +74,6 @@ TOPK = tuple(range(1, 21))
 RANDOM_SEEDS = 5  # random priority: mean over this many seeds
 _CHUNK = 128  # candidate sets per bound call (memory: K * m spec rows)
 _EPS_REL = 1e-9  # denominator guard of the relative margin change (as ProFIt)
-_FAST = (BoxDomain, DeepZ, DeepPoly)  # domains whose last-layer checks reuse the stored proof
 
 
 class FeatureError(ProfitError):
@@ -242,27 +238,6 @@ def masked_network(net: Network, name: str, keep: Tensor) -> Network:
     return dataclasses.replace(net, nodes=tuple(nodes))
 
 
-def _rebind(domain: Domain, net: Network) -> Domain:
-    """The same domain (type and options) bound to another network."""
-    variant = copy.copy(domain)
-    variant.net = net
-    variant.check(net)
-    return variant
-
-
-def _take(value, i: int):
-    """Batch element i (kept as a batch of one) of a tensor, tuple or dataclass of tensors."""
-    if isinstance(value, Tensor):
-        return value[i:i + 1] if value.dim() and value.shape[0] > 1 else value
-    if isinstance(value, tuple):
-        return tuple(_take(v, i) for v in value)
-    if dataclasses.is_dataclass(value):
-        return dataclasses.replace(value, **{f.name: _take(getattr(value, f.name), i)
-                                             for f in dataclasses.fields(value) if f.init
-                                             and isinstance(getattr(value, f.name), (Tensor, tuple))})
-    return value
-
-
 def _nanmean(t: Tensor, dim: int) -> Tensor:
     ok = ~torch.isnan(t)
     return torch.where(ok, t, 0).sum(dim) / ok.sum(dim).clamp(min=1)
@@ -277,6 +252,7 @@ class _Checker:
         self.pf, self.i = pf, i
         self.spec = pf.spec[i]
         self.region = Box(pf.region.lower[i:i + 1], pf.region.upper[i:i + 1])
+        self.result = pf.result.take(i) if pf.is_last else None
         self.calls = self.checks = 0
 
     def margins(self, keep: Tensor) -> Tensor:
@@ -288,66 +264,26 @@ class _Checker:
 
     def _margins(self, keep: Tensor) -> Tensor:
         pf = self.pf
-        if not (pf.is_last and isinstance(pf.domain, _FAST)):
-            out = []
-            for mask in keep:  # one fresh run of the domain per pruned network
-                result = _rebind(pf.domain, masked_network(pf.net, pf.node, mask)).bound(self.region, self.spec)
-                out.append(result.spec_margin[0])
+        if pf.is_last:  # only the output layer changes: the domain may reuse its stored proof
+            K = keep.shape[0]
+            rows = (pf.coeff[self.i].unsqueeze(0) * keep.unsqueeze(1).to(pf.coeff.dtype)).reshape(K * self.spec.n_rows, -1)
+            lower = pf.domain.last_layer_lower(self.result, self.region, rows, pf.const[self.i].repeat(K))
+            if lower is not None:
                 self.calls += 1
-            return torch.stack(out).float()
-        self.calls += 1
-        K = keep.shape[0]
-        rows = self._rows_lower(keep)  # (K, m)
-        return self.spec.expand(K).spec_margin(rows.float())
-
-    def _rows_lower(self, keep: Tensor) -> Tensor:
-        """(K, m) lower bounds of the spec rows of the K pruned networks, from the stored proof."""
-        pf, i = self.pf, self.i
-        K, m = keep.shape[0], self.spec.n_rows
-        CW = pf.coeff[i]  # (m, n)
-        const = pf.const[i]  # (m,) C b + d
-        A = (CW.unsqueeze(0) * keep.unsqueeze(1).to(CW.dtype)).reshape(1, K * m, -1)  # (1, K*m, n)
-        if isinstance(pf.domain, DeepZ):
-            z = _take(pf.result.states[pf.node], i)
-            lo, _ = z.concretize_linear(A)
-            return lo.reshape(K, m) + const
-        if isinstance(pf.domain, DeepPoly):
-            return self._backsub_lower(keep) + pf.spec.d[i].to(torch.float32)
-        lower, upper = pf.lower[i:i + 1].double(), pf.upper[i:i + 1].double()  # BoxDomain: interval arithmetic
-        center, radius = (upper + lower) / 2, (upper - lower) / 2
-        A = A.double()
-        lo = A.matmul(center.unsqueeze(-1)).squeeze(-1) - A.abs().matmul(radius.unsqueeze(-1)).squeeze(-1)
-        return lo.reshape(K, m).float() + const
-
-    def _backsub_lower(self, keep: Tensor) -> Tensor:
-        """DeepPoly/CROWN/alpha-CROWN on an output layer stacking the K pruned copies of the last
-        Linear, back-substituted through the stored intermediate bounds (valid: only the output
-        layer differs). Returns (K, m) lower bounds of C y (without d)."""
-        pf, i = self.pf, self.i
-        K, m = keep.shape[0], self.spec.n_rows
-        out = pf.net.output
-        W, b = out.layer.weight, out.layer.bias
-        big = Linear((W.unsqueeze(0) * keep.unsqueeze(1).to(W.dtype)).reshape(K * W.shape[0], -1), b.repeat(K))
-        aug = dataclasses.replace(pf.net, nodes=pf.net.nodes[:-1] + (
-            dataclasses.replace(out, layer=big, shape=(K * W.shape[0],)),))
-        C = torch.block_diag(*[self.spec.C[0]] * K).unsqueeze(0)  # (1, K*m, K*n_out)
-        dtype = pf.domain.options.dtype
-        lower, upper = self.region.lower.to(dtype), self.region.upper.to(dtype)
-        bounds = {k: _take(v, i) for k, v in pf.result.bounds.items() if k != out.name}
-        ctx = fixed_context(aug, {**bounds, pf.net.input.name: (lower, upper)}, dtype)
-        if isinstance(pf.domain, AlphaCrown):
-            spec = Spec(C, torch.zeros(1, K * m), torch.arange(K * m))
-            lo, _ = _rebind(pf.domain, aug).spec_bounds(ctx, spec, lower, upper)
-        else:
-            lo, _ = bound_rows(ctx, C, lower, upper, pf.domain.options.budget, upper_too=False)
-        return lo.reshape(K, m).float()
+                return self.spec.expand(K).spec_margin(lower.reshape(K, -1).float())
+        out = []
+        for mask in keep:  # one fresh run of the domain per pruned network
+            result = pf.domain.rebind(masked_network(pf.net, pf.node, mask)).bound(self.region, self.spec)
+            out.append(result.spec_margin[0])
+            self.calls += 1
+        return torch.stack(out).float()
 
     def confirm(self, keep: Tensor) -> float:
         """Spec margin of a fresh domain run on the literal pruned network."""
         pf = self.pf
         self.calls += 1
         self.checks += 1
-        domain = _rebind(pf.domain, masked_network(pf.net, pf.node, keep))
+        domain = pf.domain.rebind(masked_network(pf.net, pf.node, keep))
         result = domain.bound(self.region, self.spec)
         _, margin = recheck_near_zero(domain, self.region, self.spec, result.proven, result.spec_margin)
         return float(margin[0])
