@@ -37,11 +37,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from networks.ir import Network
 from profit.data import ImageSet, fit_to_network, load_network
 from profit.errors import ProfitError
-from profit.explain import CascadeOracle, ExplainOptions, Explainer, OracleOptions, PixelDomain
+from profit.explain import ENUMS, MODES, CascadeOracle, ExplainOptions, Explainer, OracleOptions, PixelDomain, Problem
 from profit.features import CSV_COLUMNS, FeatureRunOptions, Row, TopK, run_features
 from profit.features import Summary as FeatureSummary
 from profit.outcomes import Verdict
@@ -258,6 +259,8 @@ class FeaturesJob:
     network: str
     options: FeatureRunOptions = FeatureRunOptions()
     images: str = ""
+    first: int = 0  # the index of the run's first image: the random priority is seeded by idx - first,
+    # as a run_features call on all the images at once seeds it (by position)
 
     kind: ClassVar[str] = "features"
     columns: ClassVar[tuple[tuple[str, str], ...]] = (
@@ -276,7 +279,7 @@ class FeaturesJob:
         net = cached_network(self.network)
         x = fit_to_network(torch.from_numpy(item.image)[None], net)
         labels = None if item.label is None else torch.tensor([item.label])
-        run = run_features(net, x, labels, self.options, indices=[item.idx])
+        run = run_features(net, x, labels, self.options, indices=[item.idx], first=item.idx - self.first)
         topk = None
         if run.topk is not None:
             topk = {"ks": list(run.topk.ks), "priorities": list(run.topk.priorities),
@@ -284,7 +287,7 @@ class FeaturesJob:
         return {**dataclasses.asdict(run.rows[0]), "topk": topk}
 
     def options_json(self) -> dict[str, Any]:
-        return {"network": self.network, "images": self.images, "options": as_json(self.options)}
+        return {"network": self.network, "images": self.images, "first": self.first, "options": as_json(self.options)}
 
     def item_budget(self) -> float | None:
         return None
@@ -344,6 +347,23 @@ class ExplainJob:
         ("enumeration", "TEXT"), ("explanations", "INTEGER"), ("counterexamples", "INTEGER"), ("seconds", "REAL"),
         ("document", "TEXT"))
     json_columns: ClassVar[tuple[str, ...]] = ("document",)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ProfitError(f"unknown mode '{self.mode}' (choose from {', '.join(MODES)})")
+        if self.enum not in ENUMS:
+            raise ProfitError(f"unknown enumeration '{self.enum}' (choose from {', '.join(ENUMS)})")
+        domain = PixelDomain.parse(self.domain)
+        if self.mode == "absolute" and not domain.discrete:
+            raise ProfitError(f"absolute mode needs a discrete pixel domain (binary or levels:K), not {domain}")
+
+    def check(self, net: Network, image: Tensor) -> None:
+        """The errors every instance would have (patch pixels, margin, class): one ProfitError now
+        instead of one error row per item."""
+        x = fit_to_network(torch.as_tensor(image)[None], net)[0]
+        target = self.options.target if isinstance(self.options.target, int) else 0
+        Problem(net, x.double().numpy().reshape(-1), self.patch, PixelDomain.parse(self.domain), target,
+                self.options.margin)
 
     def __call__(self, item: ImageItem) -> dict[str, Any]:
         net = cached_network(self.network)
