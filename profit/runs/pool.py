@@ -231,7 +231,7 @@ class ProcessPool:
                         yield self._collect(w, fn)
                     elif (d := w.deadline()) is not None and now >= d:
                         task = w.task
-                        self._replace(w, fn)
+                        self._replace(w)
                         yield Done(task, "timeout", {}, now - w.started, w.name,
                                    f"killed after its time limit of {task.timeout:g} s")
         finally:
@@ -242,7 +242,7 @@ class ProcessPool:
         self._live.append(worker)
         return worker
 
-    def _replace(self, w: _Worker, fn: ItemFunction) -> None:
+    def _replace(self, w: _Worker) -> None:
         """Kill `w` and drop it; a new worker is spawned when the next task needs one."""
         w.kill()
         self._live.remove(w)
@@ -259,7 +259,7 @@ class ProcessPool:
             w.process.join(_KILL_GRACE)
             reason = _exit_reason(w.process)
             seconds = time.monotonic() - w.started
-            self._replace(w, fn)
+            self._replace(w)
             return Done(task, "error", {}, seconds, w.name, f"{reason} while running item {task.key}")
         w.task = None
         return Done(task, status, record, seconds, w.name, error)
