@@ -3,8 +3,8 @@
 A real `python -m profit verify` subprocess (2 workers) is killed three times, each time a
 seeded random number of stored items and milliseconds after its previous state, then resumed
 with --resume until it finishes (about 40 s: four interpreter starts with torch). The store must
-then hold every item once, with the same
-records as a serial run of the same items, and no worker may outlive its killed driver.
+then hold every item once, with the same records as a serial run of the same items, and no
+worker may outlive its killed driver.
 """
 
 from __future__ import annotations
