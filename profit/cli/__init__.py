@@ -87,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv or os.environ.get("PROFIT_DEBUG", "") not in ("", "0")
     try:
         args = build_parser().parse_args(argv)
+        args.argv = tuple(argv)  # stored with a batch run
         return args.handler(args)
     except USER_ERRORS as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__

@@ -8,6 +8,8 @@ option objects, calls the API and prints; it returns the exit code.
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ import torch
 from domains.base import DomainError
 from networks import NetworkError
 from profit.errors import ProfitError
+from profit.runs import BACKENDS, DEFAULT_STORE, Batch, FinishedRun, Job, RunOptions, Task
 from specs.properties import SpecError
 from specs.regions import RegionError
 from specs.vnnlib import VnnlibError
@@ -58,6 +61,57 @@ def set_threads(threads: int | None) -> None:
         if threads < 1:
             raise ProfitError(f"--threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
+
+
+RUN_FLAGS = ("workers", "store", "resume", "backend", "ray", "item_timeout")  # any of them: a batch run
+RUN_ARGS = (
+    arg("--workers", type=int, metavar="N",
+        help="batch run: N worker processes, one torch thread each (default: every CPU; 0: in this process)"),
+    arg("--store", metavar="DB",
+        help=f"batch run: SQLite results store, one row per finished item (default: {DEFAULT_STORE} in the "
+             "current directory, whenever a batch flag is given)"),
+    arg("--resume", metavar="RUN",
+        help="batch run: continue run RUN of the store ('last': its latest), skipping the items already stored; "
+             "give the same arguments as the run it continues"),
+    arg("--backend", choices=BACKENDS, help="batch run: local process pool (the default) or ray"),
+    arg("--ray", metavar="ADDRESS", help="batch run as Ray tasks on the cluster at ADDRESS (auto, HOST:6379, "
+                                         "ray://HOST:10001; needs profit[ray])"),
+    arg("--item-timeout", type=float, metavar="S",
+        help="batch run: kill an item's worker after S seconds (default: its own time budget x 1.5 + 10 s)"),
+)
+
+
+def run_options(args: argparse.Namespace, batch: bool = False) -> RunOptions | None:
+    """The batch-run options, or None when no batch flag is given (and `batch` is False): then a
+    subcommand runs as it always did, in this process, storing nothing."""
+    if not batch and all(getattr(args, name, None) is None for name in RUN_FLAGS):
+        return None
+    argv = getattr(args, "argv", None)
+    return RunOptions(store=args.store or DEFAULT_STORE, workers=args.workers, resume=args.resume,
+                      backend=args.backend or "local", address=args.ray, item_timeout=args.item_timeout,
+                      progress=not getattr(args, "no_progress", False),
+                      command=shlex.join([PROG, *argv]) if argv is not None else "")
+
+
+def run_batch(job: Job, tasks: Sequence[Task], options: RunOptions) -> FinishedRun:
+    """Run (or resume) the batch into the store; a line on stderr before, and a resume hint on Ctrl-C."""
+    batch = Batch(job, tasks, options)
+    print(f"run {batch.run_id} in {options.store}: {len(tasks)} items, {len(tasks) - len(batch.pending)} already "
+          f"stored, {len(batch.pending)} to run on {options.describe()}", file=sys.stderr)
+    try:
+        return batch.execute()
+    except KeyboardInterrupt:
+        print(f"{PROG}: the finished items are stored; continue with --resume {batch.run_id} --store {options.store}",
+              file=sys.stderr)
+        raise
+
+
+def print_run(finished: FinishedRun) -> None:
+    """The closing lines of a batch run: where it is stored, and every item that crashed."""
+    for row in finished.errors:
+        print(f"error: item {row['item_key']}: {row['error']}")
+    print(f"run {finished.run_id}: {len(finished.rows)} items in {finished.store} ({finished.ran} run now, "
+          f"{finished.skipped} stored before, {len(finished.errors)} errors)")
 
 
 def write_text(path: str | Path, text: str) -> None:

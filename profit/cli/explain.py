@@ -7,13 +7,16 @@ import json
 
 import torch
 
-from profit.cli.common import EXIT_USER_ERROR, IMAGES_HELP, arg, command, write_text
-from profit.data import fit_to_network, load_images, load_network, network_channels
+from profit.cli.common import (
+    EXIT_USER_ERROR, IMAGES_HELP, RUN_ARGS, arg, command, print_run, run_batch, run_options, write_text,
+)
+from profit.data import ImageSet, fit_to_network, load_images, load_network, network_channels
 from profit.errors import ProfitError
 from profit.explain import (
     ENUMS, HTYPES, MODES, CascadeOracle, ExplainOptions, Explainer, OracleOptions, PixelDomain, format_item,
     format_step, parse_target, read_patch, summary_lines,
 )
+from profit.runs import ExplainJob, image_tasks
 from profit.viz import save_explanation_pngs
 
 
@@ -25,9 +28,15 @@ def handle(args: argparse.Namespace) -> int:
     domain = PixelDomain.parse(f"levels:{args.levels}" if args.levels is not None else args.domain or "binary")
     net = load_network(args.network)
     images = load_images(args.dataset, channels=network_channels(net))
-    if not 0 <= args.instance < len(images):
-        raise ProfitError(f"instance {args.instance} is out of range: {images.source} holds {len(images)} images "
-                          f"(0..{len(images) - 1})")
+    instances = parse_instances(args.instance)
+    for instance in instances:
+        if not 0 <= instance < len(images):
+            raise ProfitError(f"instance {instance} is out of range: {images.source} holds {len(images)} images "
+                              f"(0..{len(images) - 1})")
+    batch = run_options(args, batch=len(instances) > 1)
+    if batch is not None:
+        return _batch(args, net, images, instances, domain, batch)
+    args.instance = instances[0]
     x = fit_to_network(images.images[args.instance:args.instance + 1], net, images.source)[0]
     if domain.discrete:
         x = torch.from_numpy(domain.quantize(x.double().numpy()))
@@ -62,6 +71,58 @@ def handle(args: argparse.Namespace) -> int:
     return 0 if run.status == "complete" else EXIT_USER_ERROR
 
 
+def parse_instances(text: str) -> list[int]:
+    """-d: one index (7), a range (0-9, both ends included) or a comma-separated list of both (0,3,5-7)."""
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, sep, hi = part.strip().partition("-")
+            first = int(lo)
+            last = int(hi) if sep else first
+            if last < first:
+                raise ValueError
+            out += range(first, last + 1)
+    except ValueError:
+        raise ProfitError(f"-d must be an image index, a range 0-9 or a list 0,3,5-7, got '{text}'") from None
+    if len(set(out)) != len(out):
+        raise ProfitError(f"-d lists an instance twice: '{text}'")
+    return out
+
+
+def _batch(args: argparse.Namespace, net: object, images: ImageSet, instances: list[int], domain: PixelDomain,
+           batch: object) -> int:
+    """Many instances into the store: one line per instance, exit 0 if every enumeration is complete."""
+    if args.save or args.verbose:
+        raise ProfitError("--save and -v explain one instance: give a single -d without batch flags")
+    fit_to_network(images.images[:1], net, images.source)
+    job = ExplainJob(net.source, tuple(read_patch(args.patch)), str(domain), args.mode, args.enum, args.limit,
+                     args.timeout, ExplainOptions(target=parse_target(args.target), margin=args.margin,
+                                                  htype=args.htype),
+                     OracleOptions(timeout=args.timeout_oracle), images.source)
+    job.check(net, images.images[instances[0]])
+    labels = None if images.labels is None else images.labels[instances]
+    chosen = ImageSet(images.images[instances], labels, tuple(instances), images.source)
+    finished = run_batch(job, image_tasks(chosen), batch)
+    rows = job.results(finished.rows)
+    print(f"network {net.source}, {len(rows)} instances of {images.source}, target {args.target}, mode {args.mode}, "
+          f"domain {domain}, {len(job.patch)} patch pixels")
+    print(f"{'inst':>6} {'label':>5} {'pred':>4} {'target':>8}  {'status':<9} {'axps':>5} {'cxps':>5} {'seconds':>8}")
+    for r in rows:
+        label = "-" if r["label"] is None else r["label"]
+        pred = "-" if r["predicted"] is None else r["predicted"]
+        print(f"{r['instance']:>6} {label:>5} {pred:>4} {r['target'] or '-':>8}  {r['enumeration']:<9} "
+              f"{r['explanations'] if r['explanations'] is not None else '-':>5} "
+              f"{r['counterexamples'] if r['counterexamples'] is not None else '-':>5} {r['seconds'] or 0.0:>8.2f}")
+    complete = sum(r["enumeration"] == "complete" for r in rows)
+    print(f"complete {complete}/{len(rows)}; explanations {sum(r['explanations'] or 0 for r in rows)}, "
+          f"counterexamples {sum(r['counterexamples'] or 0 for r in rows)}; "
+          f"{sum(r['seconds'] or 0.0 for r in rows):.2f} s")
+    print_run(finished)
+    if args.json_out:
+        write_text(args.json_out, json.dumps([r["document"] for r in rows if r["document"]], indent=1))
+    return 0 if complete == len(rows) else EXIT_USER_ERROR
+
+
 COMMAND = command(
     "explain", "formal explanations over a pixel patch: AXps/CXps, or the paper's explanations and "
     "counterexamples (hitting-set duality)",
@@ -69,7 +130,8 @@ COMMAND = command(
         help="ONNX file or shipped network name (default: %(default)s, the binary 5-vs-6 net)"),
     arg("-p", "--patch", required=True, metavar="PATCH",
         help="file of comma-separated row-major pixel indices, or the list itself (431,432,458)"),
-    arg("-d", "--instance", type=int, required=True, metavar="IDX", help="index of the image in the dataset"),
+    arg("-d", "--instance", required=True, metavar="IDX",
+        help="index of the image in the dataset; a range 0-9 or a list 0,3,5-7 explains each (a batch run)"),
     arg("--dataset", metavar="FILE", default=None,
         help=IMAGES_HELP),
     arg("-c", "--class", dest="target", default="true", metavar="true|opposite|K",
@@ -93,4 +155,6 @@ COMMAND = command(
     arg("--outdir", default=".", metavar="DIR", help="where --save writes (default: the current directory)"),
     arg("--json", dest="json_out", metavar="FILE", help="write the results as JSON here"),
     arg("-v", "--verbose", action="store_true", help="also print every candidate the hitting-set solver proposes"),
+    arg("--no-progress", action="store_true", help="no progress bar on stderr (batch runs)"),
+    *RUN_ARGS,
     handler=handle)

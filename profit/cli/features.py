@@ -5,23 +5,33 @@ from __future__ import annotations
 import argparse
 
 from networks import DEFAULT_NETWORK
-from profit.cli.common import IMAGES_HELP, arg, command
+from profit.cli.common import IMAGES_HELP, RUN_ARGS, arg, command, print_run, run_batch, run_options
 from profit.data import fit_to_network, load_images, load_network, network_channels
-from profit.features import PRIORITIES, FeatureRunOptions, PruneOptions, run_features, write_csv
+from profit.features import (
+    PRIORITIES, FeatureRun, FeatureRunOptions, PruneOptions, resolve_layer, run_features, write_csv,
+)
+from profit.runs import FeaturesJob, image_tasks, summarize_rows
 from profit.viz import save_feature_maps
 
 
 def handle(args: argparse.Namespace) -> int:
-    """One line per image, the summary, and the top-k table with --topk."""
-
+    """One line per image, the summary, and the top-k table with --topk (with a batch flag: run into
+    the store, then the same)."""
+    batch = run_options(args)
     options = FeatureRunOptions(
         eps=args.eps, domain=args.domain, layer=args.layer, topk=args.topk, visualize=bool(args.save_dir),
         batch_size=args.batch, prune=PruneOptions(priority=args.priority, seed=args.seed, greedy=not args.no_greedy,
                                                confirm=args.confirm))
     net = load_network(args.network)
     images = load_images(args.images, count=args.count, offset=args.offset, channels=network_channels(net))
-    run = run_features(net, fit_to_network(images.images, net, images.source), images.labels, options,
-                       indices=images.indices)
+    x = fit_to_network(images.images, net, images.source)
+    if batch is None:
+        run = run_features(net, x, images.labels, options, indices=images.indices)
+    else:
+        job = FeaturesJob(net.source, options, images.source, first=images.indices[0])
+        finished = run_batch(job, image_tasks(images), batch)
+        table = job.results(finished.rows)
+        run = FeatureRun(resolve_layer(net, options.layer), [], table, summarize_rows(table), job.topk(finished.rows))
     print(f"network {net.source}, {len(images)} images from {images.source}, eps {options.eps}, "
           f"domain {options.domain}, layer {run.layer}, priority {args.priority}")
     print(f"{'idx':>6} {'label':>5} {'proven':>6} {'width':>5} {'nonzero':>7} {'suffix':>6} {'greedy':>6} "
@@ -40,6 +50,8 @@ def handle(args: argparse.Namespace) -> int:
         for j, k in enumerate(run.topk.ks):
             print(f"{k:>3}  " + "  ".join(f"{float(success[p, j]):>7.1f}% ({float(change[p, j]):>6.3f})"
                                           for p in range(len(run.topk.priorities))))
+    if batch is not None:
+        print_run(finished)
     if args.out:
         write_csv(args.out, run.rows)
     if args.save_dir:
@@ -72,4 +84,6 @@ COMMAND = command(
     arg("--batch", type=int, default=16, metavar="B", help="images per bound call (default: %(default)s)"),
     arg("--save-dir", metavar="DIR", help="write gradient-map PNGs of the kept features here"),
     arg("--out", metavar="FILE", help="write one CSV row per image here"),
+    arg("--no-progress", action="store_true", help="no progress bar on stderr (batch runs)"),
+    *RUN_ARGS,
     handler=handle)

@@ -7,15 +7,19 @@ import argparse
 from domains import DOMAINS
 from networks import DEFAULT_NETWORK
 from profit.attacks import AttackOptions
-from profit.cli.common import IMAGES_HELP, THREADS_ARG, arg, command, set_threads
-from profit.data import load_images, load_network, network_channels
+from profit.cli.common import (
+    IMAGES_HELP, RUN_ARGS, THREADS_ARG, arg, command, print_run, run_batch, run_options, set_threads,
+)
+from profit.data import fit_to_network, load_images, load_network, network_channels
+from profit.runs import VerifyJob, image_tasks
 from profit.verify import VerifyOptions, check_out_path, summarize, summary_line, verify_images, write_results
 from profit.viz import save_run
 
 
 def handle(args: argparse.Namespace) -> int:
-    """One line per image, then the summary line."""
+    """One line per image, then the summary line (with a batch flag: run into the store, then the same)."""
     set_threads(args.threads)
+    batch = run_options(args)
     options = VerifyOptions(
         eps=args.eps, domain=args.domain, timeout=args.timeout,
         attack=AttackOptions(steps=args.steps, restarts=args.restarts, seed=args.seed),
@@ -25,8 +29,14 @@ def handle(args: argparse.Namespace) -> int:
         check_out_path(args.out)
     net = load_network(args.net)
     images = load_images(args.images, count=args.count, offset=args.offset, channels=network_channels(net))
-    results = verify_images(net, images.images, images.labels, options, progress=not args.no_progress,
-                            indices=images.indices)
+    if batch is None:
+        results = verify_images(net, images.images, images.labels, options, progress=not args.no_progress,
+                                indices=images.indices)
+    else:
+        fit_to_network(images.images, net, images.source)
+        job = VerifyJob(net.source, options, images.source)
+        finished = run_batch(job, image_tasks(images), batch)
+        results = job.results(finished.rows)
     print(f"network {net.source}, {len(images)} images from {images.source}, eps {options.eps}, "
           f"domain {options.domain}")
     print(f"{'idx':>6} {'label':>5} {'pred':>4}  {'verdict':<13} {'margin':>9}  {'decided_by':<12} {'seconds':>8}")
@@ -36,6 +46,8 @@ def handle(args: argparse.Namespace) -> int:
               f"{r.decided_by:<12} {r.seconds:>8.4f}")
     summary = summarize(results)
     print(summary_line(summary))
+    if batch is not None:
+        print_run(finished)
     if args.out:
         write_results(args.out, results, net.source, options, summary)
     if args.save_dir:
@@ -65,4 +77,5 @@ COMMAND = command(
     arg("--seed", type=int, default=AttackOptions.seed, help="attack seed (default: %(default)s)"),
     arg("--no-progress", action="store_true", help="no progress bar on stderr"),
     THREADS_ARG,
+    *RUN_ARGS,
     handler=handle)

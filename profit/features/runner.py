@@ -82,12 +82,14 @@ def summarize(pruned: Sequence[Pruned]) -> Summary:
 
 
 def batches(net: Network, x: Tensor, labels: Tensor, eps: float, domain: str = "crown", layer: int | str = -1,
-            batch_size: int = 16) -> Iterator[ProofFeatures]:
-    """ProofFeatures of x in batches of `batch_size` images (`offset` = the batch's first index in x)."""
+            batch_size: int = 16, first: int = 0) -> Iterator[ProofFeatures]:
+    """ProofFeatures of x in batches of `batch_size` images (`offset` = first + the batch's first index
+    in x; it seeds the random priority, so x[j] of a call with `first` = i is seeded as x[i + j] of a
+    call on a larger x)."""
     for start in range(0, len(x), batch_size):
         pf = ProofFeatures.compute(net, x[start:start + batch_size], labels[start:start + batch_size], eps,
                                    domain, layer)
-        pf.offset = start
+        pf.offset = first + start
         yield pf
 
 
@@ -138,11 +140,13 @@ class FeatureRun:
 
 
 def run_features(net: Network, images: Tensor, labels: Tensor | None, options: FeatureRunOptions = FeatureRunOptions(),
-                 indices: Sequence[int] | None = None, progress: Callable[[int], None] | None = None) -> FeatureRun:
+                 indices: Sequence[int] | None = None, progress: Callable[[int], None] | None = None,
+                 first: int = 0) -> FeatureRun:
     """Prove, prune (and optionally evaluate top-k and visualise) every image in batches.
 
     labels None: each image's own prediction is the label. indices: the images' positions in
-    their source (for the CSV; default 0..N-1). progress(n) is called after each batch."""
+    their source (for the CSV; default 0..N-1). progress(n) is called after each batch. first:
+    the position of images[0] in a larger run, for the random priority's seeds (`batches`)."""
     x = net.prepare(torch.as_tensor(images, dtype=torch.float32))
     labels = net.logits(x).argmax(1) if labels is None else torch.as_tensor(labels, dtype=torch.long)
     indices = list(range(len(x))) if indices is None else list(indices)
@@ -150,13 +154,13 @@ def run_features(net: Network, images: Tensor, labels: Tensor | None, options: F
     maps: list[FeatureMaps] = []
     curves: list[TopK] = []
     layer = resolve_layer(net, options.layer)
-    for pf in batches(net, x, labels, options.eps, options.domain, options.layer, options.batch_size):
+    for pf in batches(net, x, labels, options.eps, options.domain, options.layer, options.batch_size, first):
         part = pf.prune(options.prune)
         if options.topk:
             curves.append(pf.topk(ks=range(1, options.topk + 1), seed=options.prune.seed))
         if options.visualize:
-            maps += [dataclasses.replace(m, index=m.index + pf.offset) for m in pf.visualize(part)]
-        pruned += [dataclasses.replace(p, index=p.index + pf.offset) for p in part]
+            maps += [dataclasses.replace(m, index=m.index + pf.offset - first) for m in pf.visualize(part)]
+        pruned += [dataclasses.replace(p, index=p.index + pf.offset - first) for p in part]
         if progress is not None:
             progress(len(part))
     topk = None
