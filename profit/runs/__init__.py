@@ -15,7 +15,7 @@ crashed workers, Ctrl-C); `ray`: the same items as Ray tasks (optional, never th
 
 from profit.runs.driver import BACKENDS, DEFAULT_STORE, Batch, FinishedRun, RunOptions, default_workers
 from profit.runs.jobs import (
-    JOBS, ExplainJob, FeaturesJob, ImageItem, Job, VerifyJob, VnnlibItem, VnnlibJob, hard_limit, image_tasks,
+    JOBS, ExplainJob, FeaturesJob, ImageItem, Job, VerifyJob, VnnlibJob, hard_limit, image_tasks,
     read_instances, summarize_rows,
 )
 from profit.runs.pool import Done, ProcessPool, Task, run_serial
@@ -23,7 +23,7 @@ from profit.runs.store import KINDS, STATUSES, RunInfo, Store, code_version
 
 __all__ = [
     "BACKENDS", "Batch", "DEFAULT_STORE", "Done", "ExplainJob", "FeaturesJob", "FinishedRun", "ImageItem", "JOBS",
-    "Job", "KINDS", "ProcessPool", "RunInfo", "RunOptions", "STATUSES", "Store", "Task", "VerifyJob", "VnnlibItem",
+    "Job", "KINDS", "ProcessPool", "RunInfo", "RunOptions", "STATUSES", "Store", "Task", "VerifyJob",
     "VnnlibJob", "code_version", "default_workers", "hard_limit", "image_tasks", "read_instances", "run_serial",
     "summarize_rows",
 ]

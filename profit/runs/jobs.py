@@ -27,9 +27,7 @@ library's result types (`results`). Networks are loaded once per worker process.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +45,8 @@ from profit.features import CSV_COLUMNS, FeatureRunOptions, Row, TopK, run_featu
 from profit.features import Summary as FeatureSummary
 from profit.outcomes import Verdict
 from profit.runs.pool import Task
-from profit.verify import ImageResult, VerifyOptions, run_vnnlib, verify_images
+from profit.verify import ImageResult, VerifyOptions, VnnlibInstance, run_vnnlib, verify_images
+from profit.verify import read_instances as parse_instances
 
 HARD_LIMIT_FACTOR = 1.5  # a worker is killed at factor x its own time budget + grace ...
 HARD_LIMIT_GRACE = 10.0  # ... seconds: the library stops itself at its budget, this is the backstop
@@ -149,64 +148,17 @@ class VerifyJob:
 
 # ---------------------------------------------------------------------------- vnnlib
 
-@dataclass(frozen=True)
-class VnnlibItem:
-    """One VNN-LIB instance: the names as the CSV gives them, the files, the timeout."""
-
-    onnx: str
-    vnnlib: str
-    onnx_path: str
-    vnnlib_path: str
-    timeout: float | None
-
-
 def read_instances(path: str | Path, timeout: float | None = None) -> list[Task]:
-    """The tasks of a VNN-COMP instances CSV: rows `onnx,vnnlib,timeout` (no header, or one
-    whose timeout field is not a number), paths relative to the CSV's folder (a missing
-    `x.vnnlib` may be given as `x.vnnlib.gz`); `timeout` overrides every row's. Keys:
-    `onnx,vnnlib` (a repeated pair gets `#2`, ...); a bad row is an error naming its line."""
-    path = Path(path)
-    if not path.is_file():
-        raise ProfitError(f"{path}: no such instances file")
-    folder = path.parent
+    """One task per row of a VNN-COMP instances CSV (`profit.verify.read_instances`), keyed
+    `onnx,vnnlib` (a repeated pair gets `#2`, ...); `timeout` overrides every row's."""
     tasks: list[Task] = []
     seen: dict[str, int] = {}
-    try:
-        with path.open(newline="") as f:
-            lines = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ProfitError(f"{path}: cannot read the instances ({exc})") from None
-    for number, row in enumerate(lines, 1):
-        row = [c.strip() for c in row]
-        if not any(row) or row[0].startswith("#"):
-            continue
-        if len(row) < 2:
-            raise ProfitError(f"{path}:{number}: expected onnx,vnnlib,timeout, got {','.join(row)!r}")
-        seconds: float | None = None
-        if len(row) > 2 and row[2]:
-            try:
-                seconds = float(row[2])
-            except ValueError:
-                if number == 1 and not tasks:  # a header line
-                    continue
-                raise ProfitError(f"{path}:{number}: the timeout {row[2]!r} is not a number") from None
-            if not seconds > 0 or math.isinf(seconds):
-                raise ProfitError(f"{path}:{number}: the timeout must be > 0 seconds, got {row[2]}")
-        onnx, vnnlib = (folder / row[0]), (folder / row[1])
-        if not vnnlib.is_file() and Path(f"{vnnlib}.gz").is_file():
-            vnnlib = Path(f"{vnnlib}.gz")
-        for file in (onnx, vnnlib):
-            if not file.is_file():
-                raise ProfitError(f"{path}:{number}: {file}: no such file")
-        key = f"{row[0]},{row[1]}"
+    for instance in parse_instances(path, timeout):
+        key = f"{instance.onnx},{instance.vnnlib}"
         seen[key] = seen.get(key, 0) + 1
         if seen[key] > 1:
             key = f"{key}#{seen[key]}"
-        budget = timeout if timeout is not None else seconds
-        tasks.append(Task(key, VnnlibItem(row[0], row[1], str(onnx), str(vnnlib), budget), len(tasks),
-                          hard_limit(budget)))
-    if not tasks:
-        raise ProfitError(f"{path}: holds no instances")
+        tasks.append(Task(key, instance, len(tasks), hard_limit(instance.timeout)))
     return tasks
 
 
@@ -223,7 +175,7 @@ class VnnlibJob:
         ("decided_by", "TEXT"), ("text", "TEXT"))
     json_columns: ClassVar[tuple[str, ...]] = ()
 
-    def __call__(self, item: VnnlibItem) -> dict[str, Any]:
+    def __call__(self, item: VnnlibInstance) -> dict[str, Any]:
         outcome = run_vnnlib(item.onnx_path, item.vnnlib_path, timeout=item.timeout)
         return {"onnx": item.onnx, "vnnlib": item.vnnlib, "timeout": item.timeout, "result": outcome.result,
                 "seconds": outcome.seconds, "decided_by": outcome.decision.decided_by, "text": outcome.text()}
@@ -236,7 +188,7 @@ class VnnlibJob:
 
     def placeholder(self, task: Task, status: str, seconds: float) -> dict[str, Any]:
         """A killed instance timed out (result "timeout", as VNN-COMP counts it); a crashed one has no result."""
-        item: VnnlibItem = task.payload
+        item: VnnlibInstance = task.payload
         record: dict[str, Any] = {"onnx": item.onnx, "vnnlib": item.vnnlib, "timeout": item.timeout}
         if status == "timeout":
             record |= {"result": "timeout", "seconds": seconds, "decided_by": "killed", "text": "timeout\n"}

@@ -20,6 +20,7 @@ ReLU splitting otherwise), within the timeout. Answers:
 
 from __future__ import annotations
 
+import csv
 import math
 import time
 from dataclasses import dataclass, replace
@@ -118,3 +119,58 @@ def run_vnnlib(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float | 
     remaining = None if timeout is None else max(timeout - (time.perf_counter() - start), 1e-3)
     decision = decide(net, problems, remaining, onnx_path=net.source, attack=attack)
     return VnnlibOutcome(decision, time.perf_counter() - start)
+
+
+@dataclass(frozen=True)
+class VnnlibInstance:
+    """One row of a VNN-COMP instances CSV: the names as the CSV gives them, the files, the timeout."""
+
+    onnx: str
+    vnnlib: str
+    onnx_path: str
+    vnnlib_path: str
+    timeout: float | None
+
+
+def read_instances(path: str | Path, timeout: float | None = None) -> list[VnnlibInstance]:
+    """The instances of a VNN-COMP instances CSV: rows `onnx,vnnlib,timeout` (no header, or one
+    whose timeout field is not a number), paths relative to the CSV's folder (a missing
+    `x.vnnlib` may be given as `x.vnnlib.gz`); `timeout` overrides every row's. A bad row is
+    an error naming its line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ProfitError(f"{path}: no such instances file")
+    folder = path.parent
+    instances: list[VnnlibInstance] = []
+    try:
+        with path.open(newline="") as f:
+            lines = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ProfitError(f"{path}: cannot read the instances ({exc})") from None
+    for number, row in enumerate(lines, 1):
+        row = [c.strip() for c in row]
+        if not any(row) or row[0].startswith("#"):
+            continue
+        if len(row) < 2:
+            raise ProfitError(f"{path}:{number}: expected onnx,vnnlib,timeout, got {','.join(row)!r}")
+        seconds: float | None = None
+        if len(row) > 2 and row[2]:
+            try:
+                seconds = float(row[2])
+            except ValueError:
+                if number == 1 and not instances:  # a header line
+                    continue
+                raise ProfitError(f"{path}:{number}: the timeout {row[2]!r} is not a number") from None
+            if not seconds > 0 or math.isinf(seconds):
+                raise ProfitError(f"{path}:{number}: the timeout must be > 0 seconds, got {row[2]}")
+        onnx, vnnlib = (folder / row[0]), (folder / row[1])
+        if not vnnlib.is_file() and Path(f"{vnnlib}.gz").is_file():
+            vnnlib = Path(f"{vnnlib}.gz")
+        for file in (onnx, vnnlib):
+            if not file.is_file():
+                raise ProfitError(f"{path}:{number}: {file}: no such file")
+        instances.append(VnnlibInstance(row[0], row[1], str(onnx), str(vnnlib),
+                                        timeout if timeout is not None else seconds))
+    if not instances:
+        raise ProfitError(f"{path}: holds no instances")
+    return instances
