@@ -20,7 +20,6 @@ listed in specs/suites/README.md.
 
 from __future__ import annotations
 
-import os
 import unittest
 from pathlib import Path
 from typing import ClassVar
@@ -36,13 +35,9 @@ from profit.features import (
 from profit.data import fit_to_network, load_images
 from specs.properties import robustness
 from specs.regions import linf_ball
+from specs.suites import results_dir
 
 _SHARED = shared_dir()
-
-
-def results_dir() -> Path:
-    """Where the suites write their CSVs: $PROFIT_RESULTS, else ./results."""
-    return Path(os.environ.get("PROFIT_RESULTS", "results"))
 
 
 class FeatureExperiment(unittest.TestCase):
