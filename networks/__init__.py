@@ -10,13 +10,28 @@ abstract domains in `domains/` interpret it. Adding an ONNX op is one handler
 in `networks.onnx_import` (plus a layer class here if it is a new kind).
 """
 
+import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from networks.ir import (
     Add, Affine, AvgPool, Concat, Conv, Input, Layer, Linear, MaxPool, Network, NetworkError, Node,
     Pad, Relu, Reshape, Sigmoid, Tanh, Transpose, UnsupportedOpError,
 )
-from networks.onnx_import import from_model, load_onnx
+
+if TYPE_CHECKING:
+    from networks.onnx_import import from_model, load_onnx
+
+_LAZY = {"from_model": "networks.onnx_import", "load_onnx": "networks.onnx_import"}  # onnx costs ~1 s to import
+
+
+def __getattr__(name: str) -> object:
+    """Load the ONNX importer on first use (PEP 562): the IR and the domains do not need onnx."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'networks' has no attribute '{name}'")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_NETWORK = MODELS_DIR / "mnist_mlp.onnx"

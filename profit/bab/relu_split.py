@@ -35,7 +35,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.optimize import linprog
 from torch import Tensor
 
 from domains.backsub import default_relaxation, propagate
@@ -375,6 +374,8 @@ def _leaf(run: Search, layout: _Layout, spec: Spec, splits: Tensor, lower: Tenso
     min t s.t. t >= c_r . y(x) + d_r (rows r of the clause), s_j z_j(x) >= 0 (split j),
     x in the box. "proven" needs the Lagrangian bound from the LP's duals to be > 0 in
     float64; a violation needs a confirmed counterexample; otherwise "undecided"."""
+    from scipy.optimize import linprog  # scipy costs ~0.5 s to import: loaded for leaves only
+
     if any(isinstance(node.layer, (Sigmoid, Tanh, MaxPool)) for node in run.net.nodes):
         return "undecided"  # not piecewise linear in the ReLU phases alone
     phases = torch.where(lower >= 0, 1, -1)  # no neuron is unstable: the bounds fix every phase

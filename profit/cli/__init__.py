@@ -13,9 +13,12 @@
                                               # formal explanations over a pixel patch
 
 NET is an ONNX path or the bare name of a shipped network (e.g. `mnist_mlp`). Each
-subcommand is one module of this package defining `COMMAND` (its arguments and handler);
-`COMMANDS` lists them. Exit codes: 0 done; 2 an expected error (typed errors of the
-library, `ProfitError`, argparse usage errors), printed as one line
+subcommand is one module of this package, named as the subcommand, defining `COMMAND` (its
+arguments and handler); `COMMANDS` lists their names and summaries. Only the chosen
+subcommand's module is imported (`profit --help` imports none), and each imports the heavy
+parts of the library (plots, batch runs) where it uses them: start-up stays short. Exit codes:
+0 done; 2 an expected error (typed errors of the library, `ProfitError`, argparse usage
+errors), printed as one line
 `profit: error: <message>`; 3 an unexpected exception (a bug), printed as one line
 `profit: internal error in <stage>: <type> '<message>' (please report)`, with the
 traceback under `--debug` or PROFIT_DEBUG=1.
@@ -24,28 +27,44 @@ traceback under `--debug` or PROFIT_DEBUG=1.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import traceback
 from collections.abc import Sequence
 
 from profit.version import __version__
-from profit.cli import explain, features, info, run, verify, vnnlib
-from profit.cli.common import EXIT_INTERNAL_ERROR, EXIT_USER_ERROR, PROG, USER_ERRORS, Command, Parser
+from profit.cli.common import EXIT_INTERNAL_ERROR, EXIT_USER_ERROR, PROG, Command, Parser, user_errors
 
-COMMANDS: tuple[Command, ...] = (info.COMMAND, run.COMMAND, verify.COMMAND, vnnlib.COMMAND, features.COMMAND,
-                                 explain.COMMAND)
+COMMANDS: dict[str, str] = {  # subcommand (= module of this package) -> the summary `profit --help` shows
+    "info": "print the IR nodes of a network",
+    "run": "run a network on one input and print its prediction",
+    "verify": "verify L-inf robustness of images (default: the shipped network on the shipped samples)",
+    "vnnlib": "decide a VNN-LIB property of an ONNX network (VNN-COMP result file), or a whole instances CSV",
+    "features": "proof features: prune each robustness proof to a small sufficient set (ProFIt)",
+    "explain": "formal explanations over a pixel patch: AXps/CXps, or the paper's explanations and "
+               "counterexamples (hitting-set duality)",
+}
 _LIBRARY = ("profit", "domains", "networks", "specs")  # packages whose frames name the failing stage
 
 
-def build_parser() -> Parser:
-    """The argument parser with one subparser per registered command."""
+def load_command(name: str) -> Command:
+    """The `COMMAND` of subcommand `name` (imports its module)."""
+    return importlib.import_module(f"profit.cli.{name}").COMMAND
+
+
+def build_parser(loaded: Sequence[str] | None = None) -> Parser:
+    """The argument parser with one subparser per registered command; the arguments and handlers
+    of the commands in `loaded` (default: all), the others as names and summaries only."""
     parser = Parser(prog=PROG, description="Prove things about neural networks and explain the proofs.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an internal error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for command in COMMANDS:
-        subparser = sub.add_parser(command.name, help=command.summary, description=command.summary)
+    for name, summary in COMMANDS.items():
+        subparser = sub.add_parser(name, help=summary, description=summary)
+        if loaded is not None and name not in loaded:
+            continue
+        command = load_command(name)
         for flags, options in command.arguments:
             subparser.add_argument(*flags, **options)
         subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -85,20 +104,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI on `argv` (default: sys.argv[1:]) and return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("PROFIT_DEBUG", "") not in ("", "0")
+    chosen = next((a for a in argv if not a.startswith("-")), None)
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(loaded=[chosen] if chosen in COMMANDS else []).parse_args(argv)
         args.argv = tuple(argv)  # stored with a batch run
         return args.handler(args)
-    except USER_ERRORS as exc:
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        return EXIT_USER_ERROR
     except SystemExit as exc:  # --help, --version
         return exc.code if isinstance(exc.code, int) else 0
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # the last line of defence: one line, not a traceback
+    except Exception as exc:
+        if isinstance(exc, user_errors()):
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            print(f"{PROG}: error: {message}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        # the last line of defence: one line, not a traceback
         if debug:
             traceback.print_exc()
         stage = failing_stage(exc, next((a for a in argv if not a.startswith("-")), "cli"))

@@ -13,23 +13,30 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import torch
-
-from domains.base import DomainError
-from networks import NetworkError
 from profit.errors import ProfitError
-from profit.runs import BACKENDS, DEFAULT_STORE, Batch, FinishedRun, Job, RunOptions, Task
-from specs.properties import SpecError
-from specs.regions import RegionError
-from specs.vnnlib import VnnlibError
+from profit.runs import BACKENDS, DEFAULT_STORE
+
+if TYPE_CHECKING:
+    from profit.runs import FinishedRun, Job, RunOptions, Task
 
 PROG = "profit"
 EXIT_OK = 0
 EXIT_USER_ERROR = 2  # every expected error, as argparse uses for usage errors (also: a partial enumeration)
 EXIT_INTERNAL_ERROR = 3  # an unexpected exception: a bug to report
-USER_ERRORS = (NetworkError, ProfitError, RegionError, SpecError, VnnlibError, DomainError)
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """The library's typed errors: expected, shown as one line with exit code 2. Imported when an
+    error is caught, not at start-up (they live beside torch and onnx)."""
+    from domains.base import DomainError
+    from networks.ir import NetworkError
+    from specs.properties import SpecError
+    from specs.regions import RegionError
+    from specs.vnnlib import VnnlibError
+
+    return NetworkError, ProfitError, RegionError, SpecError, VnnlibError, DomainError
 
 Handler = Callable[[argparse.Namespace], int]
 Arg = tuple[tuple[Any, ...], dict[str, Any]]  # the (args, kwargs) of one add_argument call
@@ -60,6 +67,8 @@ def set_threads(threads: int | None) -> None:
     if threads is not None:
         if threads < 1:
             raise ProfitError(f"--threads must be >= 1, got {threads}")
+        import torch
+
         torch.set_num_threads(threads)
 
 
@@ -86,6 +95,8 @@ def run_options(args: argparse.Namespace, batch: bool = False) -> RunOptions | N
     subcommand runs as it always did, in this process, storing nothing."""
     if not batch and all(getattr(args, name, None) is None for name in RUN_FLAGS):
         return None
+    from profit.runs import RunOptions
+
     argv = getattr(args, "argv", None)
     return RunOptions(store=args.store or DEFAULT_STORE, workers=args.workers, resume=args.resume,
                       backend=args.backend or "local", address=args.ray, item_timeout=args.item_timeout,
@@ -95,6 +106,8 @@ def run_options(args: argparse.Namespace, batch: bool = False) -> RunOptions | N
 
 def run_batch(job: Job, tasks: Sequence[Task], options: RunOptions) -> FinishedRun:
     """Run (or resume) the batch into the store; a line on stderr before, and a resume hint on Ctrl-C."""
+    from profit.runs import Batch
+
     batch = Batch(job, tasks, options)
     print(f"run {batch.run_id} in {options.store}: {len(tasks)} items, {len(tasks) - len(batch.pending)} already "
           f"stored, {len(batch.pending)} to run on {options.describe()}", file=sys.stderr)

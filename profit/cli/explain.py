@@ -16,8 +16,6 @@ from profit.explain import (
     ENUMS, HTYPES, MODES, CascadeOracle, ExplainOptions, Explainer, OracleOptions, PixelDomain, format_item,
     format_step, parse_target, read_patch, summary_lines,
 )
-from profit.runs import ExplainJob, image_tasks
-from profit.viz import save_explanation_pngs
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -57,6 +55,8 @@ def handle(args: argparse.Namespace) -> int:
     for line in summary_lines(run):
         print(line)
     if args.save:
+        from profit.viz import save_explanation_pngs  # matplotlib: only when pictures are asked for
+
         saved = save_explanation_pngs(explainer, args.outdir, run, one=args.expl, sample=args.instance)
         print(f"wrote {len(saved.paths)} PNGs to {args.outdir}: {', '.join(saved.paths)}")
         ae = saved.adversarial
@@ -94,6 +94,8 @@ def _batch(args: argparse.Namespace, net: object, images: ImageSet, instances: l
     """Many instances into the store: one line per instance, exit 0 if every enumeration is complete."""
     if args.save or args.verbose:
         raise ProfitError("--save and -v explain one instance: give a single -d without batch flags")
+    from profit.runs import ExplainJob, image_tasks
+
     fit_to_network(images.images[:1], net, images.source)
     job = ExplainJob(net.source, tuple(read_patch(args.patch)), str(domain), args.mode, args.enum, args.limit,
                      args.timeout, ExplainOptions(target=parse_target(args.target), margin=args.margin,

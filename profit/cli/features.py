@@ -10,8 +10,6 @@ from profit.data import fit_to_network, load_images, load_network, network_chann
 from profit.features import (
     PRIORITIES, FeatureRun, FeatureRunOptions, PruneOptions, resolve_layer, run_features, write_csv,
 )
-from profit.runs import FeaturesJob, image_tasks, summarize_rows
-from profit.viz import save_feature_maps
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -28,6 +26,8 @@ def handle(args: argparse.Namespace) -> int:
     if batch is None:
         run = run_features(net, x, images.labels, options, indices=images.indices)
     else:
+        from profit.runs import FeaturesJob, image_tasks, summarize_rows
+
         job = FeaturesJob(net.source, options, images.source, first=images.indices[0])
         finished = run_batch(job, image_tasks(images), batch)
         table = job.results(finished.rows)
@@ -55,6 +55,8 @@ def handle(args: argparse.Namespace) -> int:
     if args.out:
         write_csv(args.out, run.rows)
     if args.save_dir:
+        from profit.viz import save_feature_maps  # matplotlib: only when pictures are asked for
+
         for maps in run.maps:
             save_feature_maps(maps, args.save_dir, f"img{images.indices[maps.index]}")
     return 0

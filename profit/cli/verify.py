@@ -11,9 +11,7 @@ from profit.cli.common import (
     IMAGES_HELP, RUN_ARGS, THREADS_ARG, arg, command, print_run, run_batch, run_options, set_threads,
 )
 from profit.data import fit_to_network, load_images, load_network, network_channels
-from profit.runs import VerifyJob, image_tasks
 from profit.verify import VerifyOptions, check_out_path, summarize, summary_line, verify_images, write_results
-from profit.viz import save_run
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -33,6 +31,8 @@ def handle(args: argparse.Namespace) -> int:
         results = verify_images(net, images.images, images.labels, options, progress=not args.no_progress,
                                 indices=images.indices)
     else:
+        from profit.runs import VerifyJob, image_tasks
+
         fit_to_network(images.images, net, images.source)
         job = VerifyJob(net.source, options, images.source)
         finished = run_batch(job, image_tasks(images), batch)
@@ -51,6 +51,8 @@ def handle(args: argparse.Namespace) -> int:
     if args.out:
         write_results(args.out, results, net.source, options, summary)
     if args.save_dir:
+        from profit.viz import save_run  # matplotlib: only when pictures are asked for
+
         save_run(args.save_dir, results, images.images)
     return 0
 

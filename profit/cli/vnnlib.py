@@ -9,10 +9,9 @@ import json
 from pathlib import Path
 
 from profit.cli.common import (
-    RUN_ARGS, THREADS_ARG, arg, command, print_run, run_batch, run_options, set_threads, write_text,
+    RUN_ARGS, THREADS_ARG, arg, command, print_run, run_batch, run_options, set_threads, user_errors, write_text,
 )
 from profit.errors import ProfitError
-from profit.runs import VnnlibJob, read_instances
 from profit.verify import run_vnnlib
 
 BATCH_COLUMNS = ("onnx", "vnnlib", "timeout", "result", "seconds", "decided_by", "status", "error")
@@ -28,7 +27,12 @@ def handle(args: argparse.Namespace) -> int:
         raise ProfitError("give NET and SPEC, or --batch INSTANCES.csv")
     if run_options(args) is not None:
         raise ProfitError("--workers, --store, --resume, --backend, --ray and --item-timeout go with --batch")
-    outcome = run_vnnlib(args.network, args.spec, timeout=args.timeout)
+    try:
+        outcome = run_vnnlib(args.network, args.spec, timeout=args.timeout)
+    except Exception as exc:
+        if args.out and not isinstance(exc, user_errors()):
+            write_text(args.out, "unknown\n")  # a bug must not leave a VNN-COMP harness without an answer
+        raise
     print(f"result: {outcome.result}")
     print(f"time: {outcome.seconds:.2f} s (last method: {outcome.decision.decided_by})")
     if args.out:
@@ -44,6 +48,8 @@ def _batch(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix.lower() not in (".csv", ".json"):
         raise ProfitError(f"{out}: with --batch, --out must end in .csv or .json")
+    from profit.runs import VnnlibJob, read_instances
+
     job = VnnlibJob(str(Path(args.batch).resolve()), args.timeout)
     finished = run_batch(job, read_instances(args.batch, args.timeout), run_options(args, batch=True))
     rows = job.results(finished.rows)

@@ -13,17 +13,36 @@ crashed workers, Ctrl-C); `ray`: the same items as Ray tasks (optional, never th
 `driver`: new or resumed runs of a job into the store.
 """
 
-from profit.runs.driver import BACKENDS, DEFAULT_STORE, Batch, FinishedRun, RunOptions, default_workers
-from profit.runs.jobs import (
-    JOBS, ExplainJob, FeaturesJob, ImageItem, Job, VerifyJob, VnnlibJob, hard_limit, image_tasks,
-    read_instances, summarize_rows,
-)
-from profit.runs.pool import Done, ProcessPool, Task, run_serial
-from profit.runs.store import KINDS, STATUSES, RunInfo, Store, code_version
+import importlib
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "BACKENDS", "Batch", "DEFAULT_STORE", "Done", "ExplainJob", "FeaturesJob", "FinishedRun", "ImageItem", "JOBS",
-    "Job", "KINDS", "ProcessPool", "RunInfo", "RunOptions", "STATUSES", "Store", "Task", "VerifyJob",
-    "VnnlibJob", "code_version", "default_workers", "hard_limit", "image_tasks", "read_instances", "run_serial",
-    "summarize_rows",
-]
+_MODULES = {  # the submodule that defines each public name (loaded on first use: the CLI's
+    # argument tables need the constants without importing every job's library)
+    "profit.runs.driver": ("Batch", "FinishedRun", "RunOptions", "default_workers"),
+    "profit.runs.jobs": ("JOBS", "ExplainJob", "FeaturesJob", "ImageItem", "Job", "VerifyJob", "VnnlibJob",
+                         "hard_limit", "image_tasks", "read_instances", "summarize_rows"),
+    "profit.runs.pool": ("BACKENDS", "Done", "ProcessPool", "Task", "run_serial"),
+    "profit.runs.store": ("DEFAULT_STORE", "KINDS", "STATUSES", "RunInfo", "Store", "code_version"),
+}
+_EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> object:
+    """Import a public name's submodule on first access (PEP 562)."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'profit.runs' has no attribute '{name}'")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from profit.runs.driver import Batch, FinishedRun, RunOptions, default_workers
+    from profit.runs.jobs import (
+        JOBS, ExplainJob, FeaturesJob, ImageItem, Job, VerifyJob, VnnlibJob, hard_limit, image_tasks,
+        read_instances, summarize_rows,
+    )
+    from profit.runs.pool import BACKENDS, Done, ProcessPool, Task, run_serial
+    from profit.runs.store import DEFAULT_STORE, KINDS, STATUSES, RunInfo, Store, code_version

@@ -27,11 +27,9 @@ from tqdm import tqdm
 
 from profit.errors import ProfitError
 from profit.runs.jobs import Job, hard_limit
-from profit.runs.pool import Done, ProcessPool, Task, run_serial
-from profit.runs.store import Store, decode_json
+from profit.runs.pool import BACKENDS, Done, ProcessPool, Task, run_serial
+from profit.runs.store import DEFAULT_STORE, Store, decode_json
 
-DEFAULT_STORE = "profit-runs.sqlite"  # in the current directory
-BACKENDS = ("local", "ray")
 
 
 def default_workers() -> int:

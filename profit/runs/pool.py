@@ -33,6 +33,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+BACKENDS = ("local", "ray")  # where batch items run: this process pool, or Ray tasks (profit.runs.ray)
+
 ItemFunction = Callable[[Any], dict[str, Any]]  # picklable (a module-level function or a frozen job object)
 PRELOAD = ("torch", "profit.runs.jobs")  # imported once by the forkserver
 _KILL_GRACE = 2.0  # seconds a stopping worker gets before SIGKILL

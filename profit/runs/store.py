@@ -36,6 +36,8 @@ from typing import Any
 from profit.errors import ProfitError
 from profit.version import __version__
 
+DEFAULT_STORE = "profit-runs.sqlite"  # in the current directory
+
 STATUSES = ("ok", "timeout", "error")  # an item's outcome: its own record, killed at its time limit, crashed
 KINDS = ("verify", "vnnlib", "features", "explain")
 Columns = Sequence[tuple[str, str]]  # (name, SQL type) of a kind's record columns
