@@ -31,6 +31,7 @@ from networks.ir import Affine, Linear
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 VNNCOMP = SHARED / "benchmarks" / "vnncomp2021"
+VNNCOMP2022 = SHARED / "benchmarks" / "vnncomp2022"
 MNIST_CSV = SHARED / "data" / "mnist" / "mnist_test_first100.csv"
 CIFAR_CSV = SHARED / "data" / "cifar10" / "cifar10_test_first100.csv"
 RTOL = 1e-5
@@ -96,9 +97,10 @@ def _vnnlib_box(paths: list[Path], n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _instances(directory: Path) -> dict[str, list[Path]]:
-    """onnx file name -> the vnnlib files paired with it in the *_instances.csv."""
+    """onnx file name -> the vnnlib files paired with it in the instances CSV (2021:
+    `<name>_instances.csv`, 2022: `instances.csv`)."""
     pairs: dict[str, list[Path]] = {}
-    for csv_path in directory.glob("*_instances.csv"):
+    for csv_path in directory.glob("*instances.csv"):
         for row in csv.reader(csv_path.read_text().splitlines()):
             if len(row) >= 2:
                 pairs.setdefault(Path(row[0].strip()).name, []).append(directory / row[1].strip())
@@ -134,6 +136,11 @@ def _acceptance_params() -> list[Any]:
             for path in sorted(directory.glob("*.onnx")):
                 box = None if bench == "mnistfc" else instances.get(path.name, [])
                 params.append(pytest.param(path, box, id=f"{bench}/{path.name}"))
+        for directory in sorted(p for p in VNNCOMP2022.glob("*") if p.is_dir()):
+            instances = _instances(directory)
+            for path in sorted((directory / "onnx").glob("*.onnx")):
+                params.append(pytest.param(path, instances.get(path.name, []),
+                                           id=f"2022/{directory.name}/{path.name}"))
     else:
         params.append(pytest.param(None, None, id="shared", marks=pytest.mark.skip(
             reason=f"shared networks not found at {SHARED}")))
@@ -152,6 +159,7 @@ def test_acceptance_covers_all_acasxu_networks() -> None:
     assert sum(i.startswith("acasxu/") for i in ids) == 45
     assert sum(i.startswith("mnistfc/") for i in ids) == 3
     assert sum(i.startswith("test/") for i in ids) == 5
+    assert sum(i.startswith("2022/") for i in ids) == 10  # collins 3, reach_prob 3, rl 3, sri_resnet_a 1
 
 
 @pytest.mark.parametrize("path, vnnlib", _acceptance_params())
