@@ -355,8 +355,8 @@ def beta_crown(net: Network, domains: Subdomains, spec: Spec, options: BetaOptio
                 kept[k] = torch.where(improved.reshape(B, m, *[1] * (p.dim() - 2)), p.detach(), kept[k])
         return torch.where(improved, lo, best)
 
-    if options.iterations > 0:
-        params = list(alpha.values()) + [beta[k] for k in has_split]
+    params = list(alpha.values()) + [beta[k] for k in has_split]
+    if options.iterations > 0 and params:  # no ReLU: nothing to optimise, one pass below
         rates = [options.alpha_lr] * len(alpha) + [options.beta_lr] * len(has_split)
         adam = Adam(params)
         with torch.enable_grad():
@@ -479,7 +479,9 @@ def optimized_bounds(net: Network, region: Box, options: BetaOptions = BetaOptio
     neuron) optimised as in `beta_crown`, and intersected with CROWN's bounds. Later
     layers use the tightened bounds of earlier ones. Sound for the same reason as
     alpha-CROWN: every slope in [0, 1] gives a valid bound. Past `deadline`
-    (time.perf_counter()), the remaining layers keep CROWN's bounds."""
+    (time.perf_counter()), the remaining layers keep CROWN's bounds. The inputs of
+    Sigmoid, Tanh and MaxPool keep CROWN's bounds (sound, computed before the ReLU
+    tightening), so that `subdomains_from_bounds` can relax them."""
     lower, upper = region.lower.to(linear.dtype), region.upper.to(linear.dtype)
     B = lower.shape[0]
     ctx = propagate(net, lower, upper, default_relaxation, everything=False, unstable_only=True,
@@ -509,4 +511,5 @@ def optimized_bounds(net: Network, region: Box, options: BetaOptions = BetaOptio
         flat_l[:, unstable] = torch.maximum(flat_l[:, unstable], rows[:, :U].to(flat_l.dtype))
         flat_u[:, unstable] = torch.minimum(flat_u[:, unstable], -rows[:, U:].to(flat_u.dtype))
         bounds[k] = (flat_l.reshape(l.shape), flat_u.reshape(u.shape))
-    return bounds
+    others = {n.inputs[0] for n in net.nodes if isinstance(n.layer, (Sigmoid, Tanh, MaxPool))}
+    return {**{k: ctx.bounds[k] for k in others - bounds.keys()}, **bounds}

@@ -10,7 +10,8 @@
 an input disjunction): the property holds iff every problem holds.
 
 Pipeline: an attack on the whole region (quick pass, PGD with restarts), then one of
-two BaB loops, chosen by the number of free input coordinates (`BabOptions.mode`):
+two BaB loops, chosen by the number of free input coordinates (`BabOptions.mode`; a
+network without ReLUs, e.g. a pure Sigmoid/Tanh MLP, always splits inputs):
 
 - input splitting (`profit.bab.input_split`, few free inputs, e.g. ACAS Xu): subdomains are
   sub-boxes, bounded a batch at a time (forward-mode bounds, then CROWN for the boxes
@@ -38,7 +39,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from domains.base import DomainError
-from networks.ir import Network
+from networks.ir import Network, Relu
 from profit.bab import input_split, relu_split
 from profit.bab.search import BabOptions, Search
 from profit.errors import ProfitError
@@ -98,7 +99,8 @@ def _check(run: Search, attack_first: bool) -> Outcome:
             return cex
     mode = run.options.mode
     if mode == "auto":
-        mode = "input" if _input_coordinates(run.region) <= run.options.max_input_dims else "relu"
+        few_inputs = _input_coordinates(run.region) <= run.options.max_input_dims
+        mode = "input" if few_inputs or not any(isinstance(n.layer, Relu) for n in run.net.nodes) else "relu"
     run.mode = mode
     try:
         if mode == "input":
