@@ -1,11 +1,16 @@
-"""Run a VNN-COMP 2021 benchmark with profit and compare with the competition's results.
+"""Run a VNN-COMP 2021 or 2022 benchmark with profit and compare with the competition's results.
 
     .venv/bin/python benchmarks/vnncomp.py --benchmark test
     .venv/bin/python benchmarks/vnncomp.py --benchmark acasxu --limit 20 --stride 9 --timeout-scale 0.05
+    .venv/bin/python benchmarks/vnncomp.py --benchmark rl_benchmarks --timeout 10
 
 Reads ../shared/benchmarks/vnncomp2021/<name>/<name>_instances.csv (lines
 `onnx,vnnlib,timeout`, no header) and results_2021.csv (one row per instance:
-benchmark, onnx, vnnlib, consensus, then `<tool>_result` and `<tool>_time` columns).
+benchmark, onnx, vnnlib, consensus, then `<tool>_result` and `<tool>_time` columns), or
+../shared/benchmarks/vnncomp2022/<name>/instances.csv: 2022's benchmarks come without
+verdicts, so every `sat` is re-checked independently with onnxruntime
+(`profit.verify.counterexample_holds`) and a failed re-check counts as wrong; --timeout S
+replaces every instance's timeout.
 Each instance runs in-process through `profit.verify.vnnlib.decide` with its timeout
 times --timeout-scale; --limit N keeps N instances, taking every --stride-th one.
 --unknown-timeout-scale sets another scale for the instances no 2021 tool solved;
@@ -32,9 +37,12 @@ import torch  # noqa: E402
 
 from networks.datasets import shared_dir  # noqa: E402  (after making the repo importable)
 from profit.data import load_network  # noqa: E402
-from profit.verify.vnnlib import decide, load_problems  # noqa: E402
+from profit.verify.vnnlib import counterexample_holds, decide, load_problems  # noqa: E402
+from profit.verify.vnnlib import read_instances as read_instances_csv  # noqa: E402
 
-BENCHMARKS = ("test", "mnistfc", "acasxu")
+BENCHMARKS_2021 = ("test", "mnistfc", "acasxu")
+BENCHMARKS_2022 = ("collins_rul_cnn", "reach_prob_density", "rl_benchmarks", "sri_resnet_a")
+BENCHMARKS = BENCHMARKS_2021 + BENCHMARKS_2022
 WRONG = {("unsat", "SAT"), ("sat", "UNSAT")}
 
 
@@ -71,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                              "--timeout-scale), to spend a long run's time where a verdict is known to be reachable")
     parser.add_argument("--retry", type=Path, metavar="CSV",
                         help="only the instances that an earlier --out CSV left undecided (not sat/unsat)")
+    parser.add_argument("--timeout", type=float, help="seconds per instance, replacing the CSV's (then scaled)")
     parser.add_argument("--out", type=Path, help="CSV with one row per instance")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: steadier timings on a shared machine)")
@@ -80,9 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     if shared is None:
         print("vnncomp.py: ../shared is absent (set PROFIT_SHARED)", file=sys.stderr)
         return 2
-    root = shared / "benchmarks" / "vnncomp2021"
+    year = "2021" if args.benchmark in BENCHMARKS_2021 else "2022"
+    root = shared / "benchmarks" / f"vnncomp{year}"
     folder = root / args.benchmark
-    instances = read_instances(folder, args.benchmark)
+    if year == "2021":
+        instances = read_instances(folder, args.benchmark)
+    else:
+        instances = [Instance(i.onnx, i.vnnlib, float(i.timeout or 0))
+                     for i in read_instances_csv(folder / "instances.csv")]
+    if args.timeout is not None:
+        instances = [Instance(i.onnx, i.vnnlib, args.timeout) for i in instances]
     if args.retry:
         undecided = _undecided(args.retry)
         if undecided is None:
@@ -91,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         instances = [i for i in instances if (i.onnx, i.vnnlib) in undecided]
     instances = instances[::max(args.stride, 1)][:args.limit]
-    reference, tools = read_results(root / "results_2021.csv", args.benchmark)
+    reference, tools = read_results(root / "results_2021.csv", args.benchmark) if year == "2021" else ({}, [])
     rows, nets = [], {}
     start = time.perf_counter()
     for k, inst in enumerate(instances, 1):
@@ -105,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         decision = decide(net, problems, max(budget - (time.perf_counter() - t0), 1e-3))
         seconds = time.perf_counter() - t0
         wrong = (decision.result, consensus) in WRONG
+        if decision.result == "sat" and not consensus:  # no reference: re-check it on its own
+            wrong = not counterexample_holds(folder / inst.onnx, folder / inst.vnnlib, decision.counterexample[0])
         rows.append({"onnx": inst.onnx, "vnnlib": inst.vnnlib, "timeout": budget, "result": decision.result,
                      "seconds": round(seconds, 3), "decided_by": decision.decided_by, "consensus": consensus,
                      "wrong": int(wrong)})

@@ -11,7 +11,10 @@ written as a VNN-COMP result file.
 from profit.verify.robustness import (
     ImageResult, Summary, VerifyOptions, check_out_path, summarize, summary_line, verify_images, write_results,
 )
-from profit.verify.vnnlib import Decision, VnnlibInstance, VnnlibOutcome, decide, read_instances, run_vnnlib
+from profit.verify.vnnlib import (
+    Decision, VnnlibInstance, VnnlibOutcome, counterexample_holds, decide, read_instances, run_vnnlib,
+)
 
 __all__ = ["Decision", "ImageResult", "Summary", "VerifyOptions", "VnnlibInstance", "VnnlibOutcome", "check_out_path",
-           "decide", "read_instances", "run_vnnlib", "summarize", "summary_line", "verify_images", "write_results"]
+           "counterexample_holds", "decide", "read_instances", "run_vnnlib", "summarize", "summary_line",
+           "verify_images", "write_results"]

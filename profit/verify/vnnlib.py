@@ -174,3 +174,19 @@ def read_instances(path: str | Path, timeout: float | None = None) -> list[Vnnli
     if not instances:
         raise ProfitError(f"{path}: holds no instances")
     return instances
+
+
+def counterexample_holds(onnx_path: str | Path, vnnlib_path: str | Path, x: Tensor) -> bool:
+    """An independent re-check of a `sat` answer: the flat input x lies in an input box of the
+    property as parsed afresh, and onnxruntime's outputs there violate that box's spec."""
+    import torch
+
+    from networks import load_onnx
+    from profit.attacks import onnx_outputs
+
+    net = load_onnx(onnx_path)
+    x = x.reshape(1, *net.input_shape)
+    y = onnx_outputs(onnx_path, net, x).to(torch.float64)
+    problems = parse_vnnlib(Path(vnnlib_path), x.numel(), net.n_outputs)
+    return any(bool(p.box.contains(x.reshape(p.box.lower.shape).to(p.box.lower.dtype))[0])
+               and float(p.spec.margin(y)[0]) <= 0 for p in problems)
