@@ -137,28 +137,28 @@ class CollinsRulCnn(VnnlibExperiment):
     """collins_rul_cnn (1-D-style conv regression nets), 10 s per instance."""
 
     instances = None if _2022 is None else _2022 / "collins_rul_cnn" / "instances.csv"
-    timeout = 10.0
+    timeout, min_solved = 10.0, 55
 
 
 class ReachProbDensity(VnnlibExperiment):
     """reach_prob_density (small control nets), 10 s per instance."""
 
     instances = None if _2022 is None else _2022 / "reach_prob_density" / "instances.csv"
-    timeout = 10.0
+    timeout, min_solved = 10.0, 27
 
 
 class RlBenchmarks(VnnlibExperiment):
     """rl_benchmarks (small control nets), 10 s per instance."""
 
     instances = None if _2022 is None else _2022 / "rl_benchmarks" / "instances.csv"
-    timeout = 10.0
+    timeout, min_solved = 10.0, 290
 
 
 class SriResnetA(VnnlibExperiment):
     """sri_resnet_a (a CIFAR-10 ResNet with residual Adds and BatchNorm), 10 s per instance."""
 
     instances = None if _2022 is None else _2022 / "sri_resnet_a" / "instances.csv"
-    timeout = 10.0
+    timeout, min_solved = 10.0, 18
 
 
 EXPERIMENTS = (Vnncomp2021Test, AcasxuSample, Acasxu, Mnistfc, CollinsRulCnn, ReachProbDensity, RlBenchmarks,
