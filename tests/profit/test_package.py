@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import textwrap
+import unittest
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,16 @@ def test_readme_python_example_runs(monkeypatch: pytest.MonkeyPatch, capsys: pyt
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == list(DOMAINS)
     assert all(line.split()[2].endswith("/10") for line in lines)
+
+
+def test_readme_testing_example_runs() -> None:
+    """The README's profit.testing example runs and its specs pass (shipped net and samples)."""
+    root = Path(profit.__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    start = readme.index("```python\n", readme.index("## Robustness specs in your own test suite")) + len("```python\n")
+    namespace: dict = {"__name__": "readme_example"}
+    exec(compile(readme[start:readme.index("```", start)], "README.md", "exec"), namespace)
+    namespace["test_first_digits_are_robust"]()
+    result = unittest.TextTestRunner(verbosity=0).run(
+        unittest.defaultTestLoader.loadTestsFromTestCase(namespace["MlpSpec"]))
+    assert result.wasSuccessful() and result.testsRun == 1
