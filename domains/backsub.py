@@ -26,6 +26,7 @@ which the tests bound by 1e-5).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -33,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from domains.base import DeadlineExceeded
 from networks.ir import (
     Add, Affine, AvgPool, Concat, Conv, Input, Layer, Linear, MaxPool, Network, Node, Pad, Relu,
     Reshape, Sigmoid, Tanh, Transpose,
@@ -551,6 +553,7 @@ class _Context:
     # (id(conv layer), ph, pw) -> that conv's linear map on windows as a matrix (see
     # _conv_back_patches); the layers live as long as the context's network
     patch_matrices: dict[tuple[int, int, int], Tensor] = field(default_factory=dict)
+    stop: float | None = None  # time.perf_counter() deadline of the pass (DeadlineExceeded past it)
 
     def relaxation(self, node: Node):
         if node.name not in self.relaxations:
@@ -603,6 +606,8 @@ def backward(ctx: _Context, target: str, lA: Side | Patches, uA: Side | Patches,
     for node in reversed(ctx.net.nodes):
         if node.name not in needed or node.name not in coeffs:
             continue
+        if ctx.stop is not None and time.perf_counter() > ctx.stop:
+            raise DeadlineExceeded(f"back-substitution abandoned at node '{node.name}': past the deadline")
         nlA, nuA = coeffs.pop(node.name)
         shape = ctx.shapes[node.name]
         patches = isinstance(nlA, Patches) or isinstance(nuA, Patches)
@@ -784,7 +789,8 @@ def propagate(net: Network, lower: Tensor, upper: Tensor,
               relax_fn: Callable[[Layer, Tensor, Tensor], Relaxation | MaxPoolRelaxation],
               everything: bool, unstable_only: bool, budget: float, keep: bool = False,
               splits: dict[str, Tensor] | None = None,
-              prior: dict[str, Bounds] | None = None, output: bool = True) -> _Context:
+              prior: dict[str, Bounds] | None = None, output: bool = True,
+              stop: float | None = None) -> _Context:
     """Compute bounds of the nodes the relaxations need (or of every node), in
     topological order, each by back-substitution to the input box.
 
@@ -798,9 +804,11 @@ def propagate(net: Network, lower: Tensor, upper: Tensor,
     constraints per ReLU-input node, (B, *shape) in {-1, 0, +1}: +1 restricts
     the region to x >= 0, -1 to x <= 0; the node's bounds are clamped
     accordingly, and a subdomain whose bounds cross (l > u) is empty
-    (`ctx.infeasible`)."""
+    (`ctx.infeasible`). stop: a time.perf_counter() deadline, checked before each node and
+    each step of a back-substitution; past it the pass raises DeadlineExceeded (a deep conv
+    net's pass takes seconds). The returned context keeps no deadline."""
     dtype = lower.dtype
-    ctx = _Context(net, {n.name: n.shape for n in net.nodes}, {}, {}, relax_fn, dtype)
+    ctx = _Context(net, {n.name: n.shape for n in net.nodes}, {}, {}, relax_fn, dtype, stop=stop)
     ctx.bounds[net.input.name] = (lower, upper)
     ctx.infeasible = torch.zeros(lower.shape[0], dtype=torch.bool)
     consumers = net.consumers()
@@ -808,6 +816,8 @@ def propagate(net: Network, lower: Tensor, upper: Tensor,
     need = needed_nodes(net, everything, output)
     splits = splits or {}
     for node in net.nodes[1:]:
+        if stop is not None and time.perf_counter() > stop:
+            raise DeadlineExceeded(f"bounds abandoned at node '{node.name}': past the deadline")
         layer = node.layer
         have_inputs = all(i in ctx.bounds for i in node.inputs)
         if isinstance(layer, _MONOTONE + (MaxPool,) + _REARRANGE):
@@ -845,6 +855,7 @@ def propagate(net: Network, lower: Tensor, upper: Tensor,
         if node.name in splits:
             bounds = _apply_splits(ctx, bounds, splits[node.name])
         ctx.bounds[node.name] = bounds
+    ctx.stop = None
     return ctx
 
 

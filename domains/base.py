@@ -38,6 +38,10 @@ class DomainError(ValueError):
     """A domain cannot handle an op of the network (names op and domain)."""
 
 
+class DeadlineExceeded(RuntimeError):
+    """A bound computation ran past its hard deadline (`stop`) and was abandoned: no bound."""
+
+
 def unsupported(domain: str, layer: Layer, node: str) -> DomainError:
     return DomainError(f"domain '{domain}' does not support op {layer.op} (node '{node}')")
 

@@ -382,13 +382,13 @@ def beta_crown(net: Network, domains: Subdomains, spec: Spec, options: BetaOptio
 
 def root_subdomains(net: Network, region: Box, m: int,
                     options: LinearBoundOptions = LinearBoundOptions(),
-                    prior: dict[str, tuple[Tensor, Tensor]] | None = None) -> Subdomains:
+                    prior: dict[str, tuple[Tensor, Tensor]] | None = None, stop: float | None = None) -> Subdomains:
     """One subdomain per region of the batch: CROWN's bounds of every node a
     relaxation reads (intersected with `prior`, see backsub.propagate), CROWN's
     adaptive slopes as initial alpha for each of m rows, beta = 0, nothing split."""
     lower, upper = region.lower.to(options.dtype), region.upper.to(options.dtype)
     ctx = propagate(net, lower, upper, default_relaxation, everything=False, unstable_only=True,
-                    budget=options.budget, prior=prior, output=False)
+                    budget=options.budget, prior=prior, output=False, stop=stop)
     return subdomains_from_bounds(net, lower, upper, ctx.bounds, m)
 
 
@@ -471,7 +471,7 @@ def forward_bounds(net: Network, lower: Tensor, upper: Tensor,
 
 def optimized_bounds(net: Network, region: Box, options: BetaOptions = BetaOptions(),
                      linear: LinearBoundOptions = LinearBoundOptions(),
-                     deadline: float | None = None) -> dict[str, tuple[Tensor, Tensor]]:
+                     deadline: float | None = None, stop: float | None = None) -> dict[str, tuple[Tensor, Tensor]]:
     """Pre-activation bounds of every ReLU input with alpha-CROWN optimised slopes
     (Xu et al., ICLR 2021, for intermediate layers): layer by layer, the lower bound
     of each possibly unstable neuron z_j and the lower bound of -z_j are back-substituted
@@ -481,11 +481,12 @@ def optimized_bounds(net: Network, region: Box, options: BetaOptions = BetaOptio
     alpha-CROWN: every slope in [0, 1] gives a valid bound. Past `deadline`
     (time.perf_counter()), the remaining layers keep CROWN's bounds. The inputs of
     Sigmoid, Tanh and MaxPool keep CROWN's bounds (sound, computed before the ReLU
-    tightening), so that `subdomains_from_bounds` can relax them."""
+    tightening), so that `subdomains_from_bounds` can relax them. stop: the hard deadline of
+    the CROWN pass (DeadlineExceeded past it, see backsub.propagate)."""
     lower, upper = region.lower.to(linear.dtype), region.upper.to(linear.dtype)
     B = lower.shape[0]
     ctx = propagate(net, lower, upper, default_relaxation, everything=False, unstable_only=True,
-                    budget=linear.budget, output=False)
+                    budget=linear.budget, output=False, stop=stop)
     bounds = {k: ctx.bounds[k] for k in relu_inputs(net)}
     position = {n.name: i for i, n in enumerate(net.nodes)}
     for k in relu_inputs(net):

@@ -38,7 +38,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from domains.base import DomainError
+from domains.base import DeadlineExceeded, DomainError
 from networks.ir import Network, Relu
 from profit.bab import input_split, relu_split
 from profit.bab.search import BabOptions, Search
@@ -108,6 +108,8 @@ def _check(run: Search, attack_first: bool) -> Outcome:
         return relu_split.search(run)
     except DomainError as exc:
         return Unknown(f"unsupported: {exc}")
+    except DeadlineExceeded:  # a root bound pass ran past the timeout
+        return Unknown("timeout")
 
 
 def check_problems(net: Network, problems: Sequence[tuple[Box, Spec]], timeout: float | None = None,

@@ -225,10 +225,11 @@ def search(run: Search) -> Outcome:
     net, spec, options = run.net, run.spec, run.options
     start = time.perf_counter()
     if options.root_bounds.iterations > 0:
-        bounds = optimized_bounds(net, run.region, options.root_bounds, deadline=run.root_deadline())
+        bounds = optimized_bounds(net, run.region, options.root_bounds, deadline=run.root_deadline(),
+                                  stop=run.deadline)
         root = subdomains_from_bounds(net, run.region.lower, run.region.upper, bounds, spec.n_rows)
     else:
-        root = root_subdomains(net, run.region, spec.n_rows, LinearBoundOptions())
+        root = root_subdomains(net, run.region, spec.n_rows, LinearBoundOptions(), stop=run.deadline)
     layout = _layout(net, root)
     everything = _Clause(run, layout, spec)
     splits = torch.zeros(1, layout.n, dtype=torch.int8)

@@ -8,6 +8,7 @@ is re-checked with onnxruntime. The full runs are specs.suites.vnnlib's 2022 sui
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,20 @@ def test_runs_without_error(instance, tmp_path: Path) -> None:
         values = dict(re.findall(r"\(X_(\d+)\s+([-+0-9.eEinfa]+)\)", text))
         x = torch.tensor([float(values[str(i)]) for i in range(len(values))])
         assert counterexample_holds(instance.onnx_path, instance.vnnlib_path, x)
+
+
+def test_timeout_is_honoured_on_a_slow_instance(tmp_path: Path) -> None:
+    """sri_resnet_a: one root bound pass of its ResNet takes seconds, longer than the timeout:
+    the pass is abandoned at the deadline (domains.base.DeadlineExceeded) and the answer is
+    `timeout` within 10% of it (plus 1 s for a loaded machine)."""
+    if _ROOT is None or not (_ROOT / "sri_resnet_a").is_dir():
+        pytest.skip("../shared/benchmarks/vnncomp2022 is absent")
+    folder = _ROOT / "sri_resnet_a"
+    out = tmp_path / "result.txt"
+    start = time.perf_counter()
+    code = main(["vnnlib", str(folder / "onnx" / "resnet_3b2_bn_mixup_adv_4.0_bs128_lr-1.onnx"),
+                 str(folder / "vnnlib" / "cifar10_spec_idx_3197_eps_0.00350.vnnlib"), "--timeout", "3",
+                 "--out", str(out)])
+    seconds = time.perf_counter() - start
+    assert code == 0 and out.read_text().split()[0] in ("timeout", "unknown")
+    assert seconds <= 3 * 1.1 + 1.0, f"{seconds:.2f} s for a 3 s timeout"
