@@ -1,0 +1,281 @@
+"""The three pluggable parts of a contrastive explanation (MAXi's composition): a loss, an
+optimizer and a gradient estimator.
+
+A *model* is any callable from inputs (B, *shape) to logits (B, K): a `networks.ir.Network`
+(white-box: torch autograd through the IR) or `RuntimeModel` (black-box: an onnxruntime
+session, gradients only by estimation). The optimised variable is a perturbation d of the
+same shape as the image; the loss says which input it stands for (PN: x0 + d, PP: v + d with
+v the "no information" value), which box d must stay in, and how good the input is.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from networks.ir import Network
+from profit.errors import ProfitError
+
+Model = Callable[[Tensor], Tensor]
+
+
+class RuntimeModel:
+    """A black-box model: an ONNX file run by onnxruntime (no gradients; float64 logits)."""
+
+    def __init__(self, onnx_path: str | Path, net: Network) -> None:
+        from profit.attacks import onnx_outputs, session
+
+        self.path, self.net, self._session, self._run = str(onnx_path), net, session(onnx_path), onnx_outputs
+
+    def __call__(self, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            return self._run(self._session, self.net, x.detach().float())
+
+
+# --------------------------------------------------------------------------------- losses
+class Loss(ABC):
+    """The smooth part g(d) of the objective (the l1 term is the optimizer's proximal step),
+    the feasible box of d, and success."""
+
+    l1: float = 0.0
+
+    @abstractmethod
+    def inputs(self, d: Tensor) -> Tensor:
+        """The model inputs that perturbations d (B, *shape) stand for."""
+
+    @abstractmethod
+    def box(self) -> tuple[Tensor, Tensor]:
+        """Per-coordinate bounds (lo, hi) of d, each (B, *shape), containing 0."""
+
+    @abstractmethod
+    def value(self, d: Tensor, logits: Tensor) -> Tensor:
+        """g per image (B,) from d and the model's logits at inputs(d)."""
+
+    @abstractmethod
+    def success(self, logits: Tensor) -> Tensor:
+        """Whether the input is an explanation (B,) bool."""
+
+    @abstractmethod
+    def repeat(self, k: int) -> Loss:
+        """The same loss with every image repeated k times in a row (for batched probes)."""
+
+
+class CEMLoss(Loss):
+    """Dhurandhar et al. (NeurIPS 2018) on logits, for images x0 (B, *shape) of classes t0 (B,):
+
+    PN: c max(f_t0(x0+d) - max_{i != t0} f_i(x0+d), -kappa) + ||d||^2 + gamma ||x0+d - AE(x0+d)||^2,
+        d only adds (moves each pixel away from the no-info value, inside [low, high]);
+    PP: c max(max_{i != t0} f_i(v+d) - f_t0(v+d), -kappa) + ||d||^2 + gamma ||v+d - AE(v+d)||^2,
+        d only removes (v+d lies between v and x0 per pixel).
+    The l1 weight beta is applied by the optimizer's shrinkage step. c is (B,) for the binary
+    search over it."""
+
+    def __init__(self, x0: Tensor, target: Tensor, mode: str = "PN", c: Tensor | float = 10.0, kappa: float = 0.0,
+                 beta: float = 0.1, gamma: float = 0.0, autoencoder: Model | None = None, no_info: float = 0.0,
+                 low: float = 0.0, high: float = 1.0) -> None:
+        if mode not in ("PN", "PP"):
+            raise ProfitError(f"CEM mode must be PN or PP, got '{mode}'")
+        if gamma > 0 and autoencoder is None:
+            raise ProfitError("gamma > 0 needs an autoencoder")
+        if kappa < 0 or beta < 0 or gamma < 0:
+            raise ProfitError("kappa, beta and gamma must be >= 0")
+        self.x0, self.target, self.mode = x0.double(), target.long(), mode
+        self.c = torch.as_tensor(c, dtype=torch.float64).expand(len(x0)).clone()
+        self.kappa, self.l1, self.gamma, self.autoencoder = kappa, beta, gamma, autoencoder
+        self.no_info, self.low, self.high = no_info, low, high
+
+    def inputs(self, d: Tensor) -> Tensor:
+        return self.x0 + d if self.mode == "PN" else torch.full_like(self.x0, self.no_info) + d
+
+    def box(self) -> tuple[Tensor, Tensor]:
+        if self.mode == "PN":  # away from v: up where x0 >= v, down where x0 < v
+            up = self.x0 >= self.no_info
+            lo = torch.where(up, torch.zeros_like(self.x0), self.low - self.x0)
+            hi = torch.where(up, self.high - self.x0, torch.zeros_like(self.x0))
+            return lo, hi
+        span = self.x0 - self.no_info
+        return torch.minimum(span, torch.zeros_like(span)), torch.maximum(span, torch.zeros_like(span))
+
+    def _gap(self, logits: Tensor) -> Tensor:
+        """f_t0 - max_{i != t0} f_i, (B,)."""
+        own = logits.gather(1, self.target[:, None]).squeeze(1)
+        others = logits.scatter(1, self.target[:, None], float("-inf")).amax(1)
+        return own - others
+
+    def value(self, d: Tensor, logits: Tensor) -> Tensor:
+        gap = self._gap(logits.double())
+        attack = torch.clamp(gap if self.mode == "PN" else -gap, min=-self.kappa)
+        g = self.c.to(d.dtype) * attack + d.reshape(len(d), -1).pow(2).sum(1)
+        if self.gamma > 0:
+            x = self.inputs(d)
+            g = g + self.gamma * (x - self.autoencoder(x).reshape(x.shape)).reshape(len(d), -1).pow(2).sum(1)
+        return g
+
+    def success(self, logits: Tensor) -> Tensor:
+        gap = self._gap(logits.double())
+        return gap <= -self.kappa if self.mode == "PN" else gap >= self.kappa
+
+    def repeat(self, k: int) -> CEMLoss:
+        return CEMLoss(self.x0.repeat_interleave(k, 0), self.target.repeat_interleave(k, 0), self.mode,
+                       self.c.repeat_interleave(k, 0), self.kappa, self.l1, self.gamma, self.autoencoder,
+                       self.no_info, self.low, self.high)
+
+    def distance(self, d: Tensor) -> Tensor:
+        """The elastic-net distance beta ||d||_1 + ||d||_2^2 that ranks successful iterates."""
+        flat = d.reshape(len(d), -1)
+        return self.l1 * flat.abs().sum(1) + flat.pow(2).sum(1)
+
+
+# ----------------------------------------------------------------------------- gradients
+class Gradient(ABC):
+    """An estimate of the gradient of g = loss.value at d, per image."""
+
+    needs_autograd: bool = False
+
+    @abstractmethod
+    def __call__(self, loss: Loss, model: Model, d: Tensor) -> Tensor:
+        """(B, *shape) gradient of g at d."""
+
+
+def _g(loss: Loss, model: Model, d: Tensor) -> Tensor:
+    return loss.value(d, model(loss.inputs(d).float()).double())
+
+
+class TorchGradient(Gradient):
+    """Exact gradient by torch autograd through a white-box model (the IR)."""
+
+    needs_autograd = True
+
+    def __call__(self, loss: Loss, model: Model, d: Tensor) -> Tensor:
+        d = d.detach().requires_grad_(True)
+        with torch.enable_grad():
+            g = loss.value(d, model(loss.inputs(d).float()))
+            (grad,) = torch.autograd.grad(g.sum(), d)
+        return grad
+
+
+class RandomDirectionGradient(Gradient):
+    """Zeroth-order estimate along q random unit directions (as MAXi's URV):
+    n/q sum_j (g(d + mu u_j) - g(d)) / mu u_j, u_j uniform on the unit sphere; seeded."""
+
+    def __init__(self, q: int = 20, mu: float = 1e-3, seed: int = 0) -> None:
+        self.q, self.mu, self.g = q, mu, torch.Generator().manual_seed(seed)
+
+    def __call__(self, loss: Loss, model: Model, d: Tensor) -> Tensor:
+        B, shape, n = len(d), d.shape[1:], d[0].numel()
+        u = torch.randn(B, self.q, n, generator=self.g, dtype=torch.float64)
+        u = u / u.norm(dim=2, keepdim=True)
+        base = _g(loss, model, d)
+        moved = d.reshape(B, 1, n) + self.mu * u
+        values = _g(loss.repeat(self.q), model, moved.reshape(B * self.q, *shape)).reshape(B, self.q)
+        weights = (values - base[:, None]) / self.mu
+        return (n / self.q * (weights[:, :, None] * u).sum(1)).reshape(d.shape)
+
+
+class FiniteDifferenceGradient(Gradient):
+    """Central finite differences, every coordinate in one batched forward pass (2n inputs per image)."""
+
+    def __init__(self, h: float = 1e-3) -> None:
+        self.h = h
+
+    def __call__(self, loss: Loss, model: Model, d: Tensor) -> Tensor:
+        B, shape, n = len(d), d.shape[1:], d[0].numel()
+        eye = torch.eye(n, dtype=torch.float64) * self.h
+        points = torch.cat([d.reshape(B, 1, n) + eye, d.reshape(B, 1, n) - eye], 1)  # (B, 2n, n)
+        values = _g(loss.repeat(2 * n), model, points.reshape(B * 2 * n, *shape)).reshape(B, 2, n)
+        return ((values[:, 0] - values[:, 1]) / (2 * self.h)).reshape(d.shape)
+
+
+# ---------------------------------------------------------------------------- optimizers
+def shrink(z: Tensor, threshold: Tensor | float) -> Tensor:
+    """Soft thresholding sign(z) max(|z| - t, 0): the prox of t ||.||_1."""
+    return torch.sign(z) * torch.clamp(z.abs() - threshold, min=0.0)
+
+
+class Optimizer(ABC):
+    """Minimises g(d) + beta ||d||_1 over the loss's box, one step at a time."""
+
+    def __init__(self, lr: float = 1e-2, decay: float = 0.5, original_threshold: bool = False) -> None:
+        if not lr > 0:
+            raise ProfitError(f"learning rate must be > 0, got {lr}")
+        self.lr0, self.decay, self.original_threshold = lr, decay, original_threshold
+
+    def lr(self, k: int, total: int) -> float:
+        """Polynomial decay lr0 (1 - k / total)^decay."""
+        return self.lr0 * (1.0 - k / max(total, 1)) ** self.decay
+
+    def prox(self, z: Tensor, loss: Loss, lr: float) -> Tensor:
+        """Shrinkage then projection onto the box (exact: the box holds 0); the original code's
+        threshold beta instead of lr beta behind `original_threshold`."""
+        lo, hi = loss.box()
+        return torch.clamp(shrink(z, loss.l1 if self.original_threshold else lr * loss.l1), lo, hi)
+
+    @abstractmethod
+    def start(self, d: Tensor) -> None:
+        """Reset the state for a run from d."""
+
+    @abstractmethod
+    def step(self, k: int, total: int, loss: Loss, grad: Callable[[Tensor], Tensor]) -> Tensor:
+        """One iteration; returns the new iterate."""
+
+
+class FISTA(Optimizer):
+    """FISTA with a slack variable y (Beck and Teboulle), as in the CEM code: x_{k+1} =
+    prox(y_k - lr grad g(y_k)), y_{k+1} = proj(x_{k+1} + k / (k + 3) (x_{k+1} - x_k))."""
+
+    def start(self, d: Tensor) -> None:
+        self.x, self.y = d.clone(), d.clone()
+
+    def step(self, k: int, total: int, loss: Loss, grad: Callable[[Tensor], Tensor]) -> Tensor:
+        lr = self.lr(k, total)
+        new = self.prox(self.y - lr * grad(self.y), loss, lr)
+        lo, hi = loss.box()
+        self.y = torch.clamp(new + k / (k + 3.0) * (new - self.x), lo, hi)
+        self.x = new
+        return new
+
+
+class ProjectedAdam(Optimizer):
+    """Adam on g followed by the proximal l1 step and the projection."""
+
+    def __init__(self, lr: float = 1e-2, decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999),
+                 original_threshold: bool = False) -> None:
+        super().__init__(lr, decay, original_threshold)
+        self.betas = betas
+
+    def start(self, d: Tensor) -> None:
+        self.x, self.m, self.v = d.clone(), torch.zeros_like(d), torch.zeros_like(d)
+
+    def step(self, k: int, total: int, loss: Loss, grad: Callable[[Tensor], Tensor]) -> Tensor:
+        b1, b2 = self.betas
+        lr = self.lr(k, total)
+        g = grad(self.x)
+        self.m = b1 * self.m + (1 - b1) * g
+        self.v = b2 * self.v + (1 - b2) * g * g
+        m_hat, v_hat = self.m / (1 - b1 ** (k + 1)), self.v / (1 - b2 ** (k + 1))
+        self.x = self.prox(self.x - lr * m_hat / (v_hat.sqrt() + 1e-8), loss, lr)
+        return self.x
+
+
+def check_compatible(loss: type, optimizer: type, gradient: type) -> None:
+    """A clear error at construction for components that do not fit together."""
+    for what, cls, base in (("loss", loss, Loss), ("optimizer", optimizer, Optimizer), ("gradient", gradient, Gradient)):
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            raise ProfitError(f"{what} must be a {base.__name__} class, got {cls!r}")
+        if getattr(cls, "__abstractmethods__", None):
+            raise ProfitError(f"{what} {cls.__name__} is abstract")
+
+
+def requires_white_box(gradient: Gradient, model: Model) -> None:
+    if gradient.needs_autograd and not isinstance(model, Network):
+        raise ProfitError(f"{type(gradient).__name__} needs a white-box model (a profit IR network); "
+                          "use RandomDirectionGradient or FiniteDifferenceGradient for a black box")
+
+
+__all__ = ["CEMLoss", "FISTA", "FiniteDifferenceGradient", "Gradient", "Loss", "Model", "Optimizer",
+           "ProjectedAdam", "RandomDirectionGradient", "RuntimeModel", "TorchGradient", "check_compatible",
+           "requires_white_box", "shrink"]

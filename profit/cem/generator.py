@@ -1,0 +1,159 @@
+"""The explanation generator (one run of loss x optimizer x gradient) and CEM (a binary
+search over c around it, keeping the best successful iterate)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from profit.cem.components import (
+    FISTA, CEMLoss, Gradient, Loss, Model, Optimizer, TorchGradient, check_compatible, requires_white_box,
+)
+from profit.errors import ProfitError
+
+
+class ExplanationGenerator:
+    """MAXi-style composition: `ExplanationGenerator(loss=CEMLoss, optimizer=FISTA,
+    gradient=TorchGradient, loss_kwargs=..., ...).run(image, inference)` runs `num_iter`
+    steps and returns (savepoints, meta): savepoints map iteration -> the explanation's
+    input (numpy, the image's shape) at iteration 1, every `save_freq`-th and the last;
+    meta holds the best successful iterate (or None), its distance, and the final success.
+    The components are checked at construction; a gradient that needs autograd refuses a
+    black-box inference at `run`."""
+
+    def __init__(self, loss: type[Loss] = CEMLoss, optimizer: type[Optimizer] = FISTA,
+                 gradient: type[Gradient] = TorchGradient, loss_kwargs: dict[str, Any] | None = None,
+                 optimizer_kwargs: dict[str, Any] | None = None, gradient_kwargs: dict[str, Any] | None = None,
+                 num_iter: int = 500, save_freq: int = 50, verbose: bool = False) -> None:
+        check_compatible(loss, optimizer, gradient)
+        if num_iter < 1 or save_freq < 1:
+            raise ProfitError("num_iter and save_freq must be >= 1")
+        self.loss_cls, self.loss_kwargs = loss, dict(loss_kwargs or {})
+        self.optimizer = optimizer(**(optimizer_kwargs or {}))
+        self.gradient = gradient(**(gradient_kwargs or {}))
+        self.num_iter, self.save_freq, self.verbose = num_iter, save_freq, verbose
+
+    def run(self, image: np.ndarray | Tensor, inference: Model) -> tuple[OrderedDict[int, np.ndarray], dict[str, Any]]:
+        """Explain one image (its shape is the model's input shape without the batch)."""
+        x0 = torch.as_tensor(np.asarray(image), dtype=torch.float64)[None]
+        kwargs = dict(self.loss_kwargs)
+        if "target" not in kwargs:
+            kwargs["target"] = inference(x0.float()).argmax(1)
+        loss = self.loss_cls(x0, **kwargs)
+        best, best_dist, success, trace = optimise(loss, self.optimizer, self.gradient, inference, self.num_iter,
+                                                   self.save_freq)
+        savepoints = OrderedDict((k, loss.inputs(d)[0].numpy()) for k, d in trace.items())
+        meta = {"best": None if not bool(torch.isfinite(best_dist[0])) else loss.inputs(best)[0].numpy(),
+                "distance": float(best_dist[0]), "success": bool(success[0]), "target": int(kwargs["target"][0])}
+        return savepoints, meta
+
+
+def optimise(loss: Loss, optimizer: Optimizer, gradient: Gradient, model: Model, num_iter: int,
+             save_freq: int | None = None) -> tuple[Tensor, Tensor, Tensor, dict[int, Tensor]]:
+    """Run the optimizer from d = 0 for num_iter steps on a batch. Returns the best successful
+    iterate per image (smallest elastic-net distance; zeros where none), its distance (inf
+    where none), the last iterate's success, and the saved iterates."""
+    requires_white_box(gradient, model)
+    lo, _ = loss.box()
+    d = torch.zeros_like(lo)
+    optimizer.start(d)
+    best, best_dist = torch.zeros_like(d), torch.full((len(d),), float("inf"), dtype=torch.float64)
+    trace: dict[int, Tensor] = {}
+    success = torch.zeros(len(d), dtype=torch.bool)
+
+    def grad(point: Tensor) -> Tensor:
+        return gradient(loss, model, point)
+
+    for k in range(num_iter):
+        d = optimizer.step(k, num_iter, loss, grad)
+        with torch.no_grad():
+            success = loss.success(model(loss.inputs(d).float()).double())
+        dist = loss.distance(d) if hasattr(loss, "distance") else d.reshape(len(d), -1).abs().sum(1)
+        better = success & (dist < best_dist)
+        best = torch.where(better.reshape(-1, *[1] * (d.dim() - 1)), d, best)
+        best_dist = torch.where(better, dist, best_dist)
+        if save_freq is not None and (k == 0 or (k + 1) % save_freq == 0 or k == num_iter - 1):
+            trace[k + 1] = d.clone()
+    return best, best_dist, success, trace
+
+
+@dataclass(frozen=True)
+class CEMOptions:
+    """CEM's parameters (defaults as the original MNIST experiments, on logits)."""
+
+    mode: str = "PN"
+    kappa: float = 0.0
+    beta: float = 0.1
+    gamma: float = 0.0
+    c_init: float = 10.0
+    c_steps: int = 5
+    max_iter: int = 300
+    lr: float = 1e-2
+    no_info: float = 0.0
+    low: float = 0.0
+    high: float = 1.0
+    original_threshold: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class CEMResult:
+    """Per image: the explanation's input (PN: x0 + d; PP: v + d, the pertinent positive),
+    whether one was found, the distance, the class the model gives it, and the c used."""
+
+    x0: Tensor
+    target: Tensor
+    explanation: Tensor
+    found: Tensor
+    distance: Tensor
+    predicted: Tensor
+    c: Tensor
+    mode: str
+
+    @property
+    def delta(self) -> Tensor:
+        """The explanation's change to x0 (PN) or the PP itself minus the no-info value (PP)."""
+        return self.explanation - self.x0
+
+
+def cem(model: Model, x0: Tensor, options: CEMOptions = CEMOptions(), target: Tensor | None = None,
+        gradient: Gradient | None = None, optimizer: Optimizer | None = None,
+        autoencoder: Model | None = None) -> CEMResult:
+    """Contrastive explanations of a batch x0 (B, *shape): a binary search over c (c_steps
+    rounds from c_init; on success the upper bound shrinks, otherwise c rises), each round a
+    full optimisation; the best is the successful iterate with the smallest elastic-net
+    distance over all rounds. Deterministic (the gradient estimators are seeded)."""
+    x0 = x0.double()
+    with torch.no_grad():
+        target = model(x0.float()).argmax(1) if target is None else target.long()
+    gradient = gradient or TorchGradient()
+    if optimizer is None:
+        optimizer = FISTA(lr=options.lr, original_threshold=options.original_threshold)
+    B = len(x0)
+    c = torch.full((B,), float(options.c_init), dtype=torch.float64)
+    lower, upper = torch.zeros(B, dtype=torch.float64), torch.full((B,), 1e10, dtype=torch.float64)
+    best = torch.zeros_like(x0)
+    best_dist = torch.full((B,), float("inf"), dtype=torch.float64)
+    best_c = torch.zeros(B, dtype=torch.float64)
+    loss = None
+    for _ in range(options.c_steps):
+        loss = CEMLoss(x0, target, options.mode, c, options.kappa, options.beta, options.gamma, autoencoder,
+                       options.no_info, options.low, options.high)
+        d, dist, _, _ = optimise(loss, optimizer, gradient, model, options.max_iter)
+        ok = torch.isfinite(dist)
+        better = ok & (dist < best_dist)
+        best = torch.where(better.reshape(-1, *[1] * (x0.dim() - 1)), loss.inputs(d), best)
+        best_dist, best_c = torch.where(better, dist, best_dist), torch.where(better, c, best_c)
+        upper = torch.where(ok, torch.minimum(upper, c), upper)
+        lower = torch.where(ok, lower, torch.maximum(lower, c))
+        c = torch.where(upper < 1e9, (lower + upper) / 2, c * 10)
+    found = torch.isfinite(best_dist)
+    assert loss is not None
+    explanation = torch.where(found.reshape(-1, *[1] * (x0.dim() - 1)), best, loss.inputs(torch.zeros_like(x0)))
+    with torch.no_grad():
+        predicted = model(explanation.float()).argmax(1)
+    return CEMResult(x0, target, explanation, found, best_dist, predicted, best_c, options.mode)
