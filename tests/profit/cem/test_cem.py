@@ -145,3 +145,15 @@ def test_bad_options(net, x) -> None:
     with pytest.raises(ProfitError, match="learning rate"):
         FISTA(lr=0)
     assert np.isfinite(float(cem(net, x[:1], CEMOptions(max_iter=5, c_steps=1)).c[0]))
+
+
+def test_cli(tmp_path, capsys) -> None:
+    from profit.cli import main
+
+    assert main(["cem", "-d", "0", "--mode", "pp", "--iterations", "30", "--c-steps", "2", "--certify",
+                 "--save-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "image 0: class 7 -> 7, found" in out and ("certified" in out or "empirical" in out)
+    assert (tmp_path / "cem-pp-0.png").is_file()
+    assert main(["cem", "-d", "100000"]) == 2
+    assert "out of range" in capsys.readouterr().err
