@@ -23,6 +23,16 @@ from profit.errors import ProfitError
 Model = Callable[[Tensor], Tensor]
 
 
+def forward(model: Model, x: Tensor) -> Tensor:
+    """The model's logits at x, fed in the model's own dtype (an IR network's weights; float32
+    for anything else)."""
+    if isinstance(model, Network):
+        weights = (getattr(n.layer, "weight", None) for n in model.nodes)
+        dtype = next((w.dtype for w in weights if isinstance(w, Tensor)), torch.float32)
+        return model(x.to(dtype))
+    return model(x.float())
+
+
 class RuntimeModel:
     """A black-box model: an ONNX file run by onnxruntime (no gradients; float64 logits)."""
 
@@ -142,7 +152,7 @@ class Gradient(ABC):
 
 
 def _g(loss: Loss, model: Model, d: Tensor) -> Tensor:
-    return loss.value(d, model(loss.inputs(d).float()).double())
+    return loss.value(d, forward(model, loss.inputs(d)).double())
 
 
 class TorchGradient(Gradient):
@@ -153,7 +163,7 @@ class TorchGradient(Gradient):
     def __call__(self, loss: Loss, model: Model, d: Tensor) -> Tensor:
         d = d.detach().requires_grad_(True)
         with torch.enable_grad():
-            g = loss.value(d, model(loss.inputs(d).float()))
+            g = loss.value(d, forward(model, loss.inputs(d)))
             (grad,) = torch.autograd.grad(g.sum(), d)
         return grad
 
@@ -278,4 +288,4 @@ def requires_white_box(gradient: Gradient, model: Model) -> None:
 
 __all__ = ["CEMLoss", "FISTA", "FiniteDifferenceGradient", "Gradient", "Loss", "Model", "Optimizer",
            "ProjectedAdam", "RandomDirectionGradient", "RuntimeModel", "TorchGradient", "check_compatible",
-           "requires_white_box", "shrink"]
+           "forward", "requires_white_box", "shrink"]

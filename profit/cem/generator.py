@@ -12,7 +12,8 @@ import torch
 from torch import Tensor
 
 from profit.cem.components import (
-    FISTA, CEMLoss, Gradient, Loss, Model, Optimizer, TorchGradient, check_compatible, requires_white_box,
+    FISTA, CEMLoss, Gradient, Loss, Model, Optimizer, TorchGradient, check_compatible, forward,
+    requires_white_box,
 )
 from profit.errors import ProfitError
 
@@ -43,7 +44,7 @@ class ExplanationGenerator:
         x0 = torch.as_tensor(np.asarray(image), dtype=torch.float64)[None]
         kwargs = dict(self.loss_kwargs)
         if "target" not in kwargs:
-            kwargs["target"] = inference(x0.float()).argmax(1)
+            kwargs["target"] = forward(inference, x0).argmax(1)
         loss = self.loss_cls(x0, **kwargs)
         best, best_dist, success, trace = optimise(loss, self.optimizer, self.gradient, inference, self.num_iter,
                                                    self.save_freq)
@@ -72,7 +73,7 @@ def optimise(loss: Loss, optimizer: Optimizer, gradient: Gradient, model: Model,
     for k in range(num_iter):
         d = optimizer.step(k, num_iter, loss, grad)
         with torch.no_grad():
-            success = loss.success(model(loss.inputs(d).float()).double())
+            success = loss.success(forward(model, loss.inputs(d)).double())
         dist = loss.distance(d) if hasattr(loss, "distance") else d.reshape(len(d), -1).abs().sum(1)
         better = success & (dist < best_dist)
         best = torch.where(better.reshape(-1, *[1] * (d.dim() - 1)), d, best)
@@ -129,7 +130,7 @@ def cem(model: Model, x0: Tensor, options: CEMOptions = CEMOptions(), target: Te
     distance over all rounds. Deterministic (the gradient estimators are seeded)."""
     x0 = x0.double()
     with torch.no_grad():
-        target = model(x0.float()).argmax(1) if target is None else target.long()
+        target = forward(model, x0).argmax(1) if target is None else target.long()
     gradient = gradient or TorchGradient()
     if optimizer is None:
         optimizer = FISTA(lr=options.lr, original_threshold=options.original_threshold)
@@ -155,5 +156,5 @@ def cem(model: Model, x0: Tensor, options: CEMOptions = CEMOptions(), target: Te
     assert loss is not None
     explanation = torch.where(found.reshape(-1, *[1] * (x0.dim() - 1)), best, loss.inputs(torch.zeros_like(x0)))
     with torch.no_grad():
-        predicted = model(explanation.float()).argmax(1)
+        predicted = forward(model, explanation).argmax(1)
     return CEMResult(x0, target, explanation, found, best_dist, predicted, best_c, options.mode)

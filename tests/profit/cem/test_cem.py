@@ -157,3 +157,51 @@ def test_cli(tmp_path, capsys) -> None:
     assert (tmp_path / "cem-pp-0.png").is_file()
     assert main(["cem", "-d", "100000"]) == 2
     assert "out of range" in capsys.readouterr().err
+
+
+class _Lasso(CEMLoss):
+    """min ||A d - b||^2 / 2 + beta ||d||_1 over a box, as a CEM loss on the network d -> A d."""
+
+    def __init__(self, b: torch.Tensor, beta: float, lo: torch.Tensor, hi: torch.Tensor) -> None:
+        self.b, self.l1, self.lo, self.hi = b, beta, lo, hi
+
+    def inputs(self, d):
+        return d
+
+    def box(self):
+        return self.lo, self.hi
+
+    def value(self, d, logits):
+        return ((logits.double() - self.b) ** 2).sum(1) / 2
+
+    def success(self, logits):
+        return torch.ones(len(logits), dtype=torch.bool)
+
+    def distance(self, d):
+        return self.value(d, self.A(d)) + self.l1 * d.abs().sum(1)
+
+
+def test_lasso_toy_matches_cvxpy() -> None:
+    """FISTA (constant step 1/L) reaches cvxpy's LASSO optimum over a box to 1e-4."""
+    import cvxpy as cp
+
+    from profit.cem.generator import optimise
+    from tests.domains.netgen import build
+    from networks.ir import Linear
+
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(8, 5, generator=g).double()  # float32 values: the IR network holds A exactly
+    b = torch.randn(1, 8, generator=g, dtype=torch.float64)
+    lo, hi = torch.full((1, 5), -0.3, dtype=torch.float64), torch.full((1, 5), 1.0, dtype=torch.float64)
+    net = build((5,), [("y", Linear(A.float(), torch.zeros(8)), ("x",))]).to(torch.float64)
+    loss = _Lasso(b, 0.5, lo, hi)
+    loss.A = net
+    optimizer, tol = FISTA(lr=1.0 / float(torch.linalg.matrix_norm(A, 2) ** 2), decay=0.0), 1e-4
+    best, _, _, _ = optimise(loss, optimizer, TorchGradient(), net, 4000)
+    d = cp.Variable(5)
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(A.numpy() @ d - b.numpy()[0]) / 2 + 0.5 * cp.norm1(d)),
+                         [d >= lo.numpy()[0], d <= hi.numpy()[0]])
+    problem.solve()
+    assert float(loss.distance(best)[0]) <= problem.value + tol
+    assert np.allclose(best[0].numpy(), d.value, atol=10 * tol)
+
