@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
+import time
 from pathlib import Path
 
 import torch
 
-from profit.cli.common import IMAGES_HELP, arg, command
+from profit.cli.common import IMAGES_HELP, arg, command, write_text
 from profit.data import fit_to_network, load_images, load_network, network_channels
 from profit.errors import ProfitError
 
@@ -38,7 +40,9 @@ def handle(args: argparse.Namespace) -> int:
             raise ProfitError("a black-box gradient needs an ONNX network")
         model = RuntimeModel(net.source, net)
         gradient = RandomDirectionGradient(seed=args.seed) if args.gradient == "random" else FiniteDifferenceGradient()
+    start = time.perf_counter()
     result = cem(model, x, options, gradient=gradient)
+    seconds = (time.perf_counter() - start) / len(indices)
     if mode == "PP":
         facts = [f"{c.status}, {len(c.pixels)} pixels" + (f" ({c.removed} dropped by the proof)" if c.removed else "")
                  for c in certify_pp(net, result, shrink=not args.no_shrink)] if args.certify else None
@@ -48,6 +52,7 @@ def handle(args: argparse.Namespace) -> int:
                  for c in certify_pn(net, result, net.source)] if args.certify else None
     print(f"network {net.source}, {mode}, kappa {args.kappa}, beta {args.beta}, {args.iterations} iterations x "
           f"{args.c_steps} c-steps, gradient {args.gradient}")
+    rows = []
     for k, idx in enumerate(indices):
         found = bool(result.found[k])
         line = (f"image {idx}: class {int(result.target[k])} -> {int(result.predicted[k])}, "
@@ -55,6 +60,11 @@ def handle(args: argparse.Namespace) -> int:
         if facts is not None:
             line += f", {facts[k]}"
         print(line)
+        delta = result.delta[k].reshape(-1)
+        rows.append({"image": idx, "target": int(result.target[k]), "predicted": int(result.predicted[k]),
+                     "found": found, "distance": float(result.distance[k]), "c": float(result.c[k]),
+                     "l0": int((delta != 0).sum()), "l1": float(delta.abs().sum()), "l2": float(delta.norm()),
+                     "certificate": None if facts is None else facts[k], "seconds": seconds})
         if args.save_dir:
             from profit.viz import plot_cem, save
 
@@ -63,6 +73,9 @@ def handle(args: argparse.Namespace) -> int:
                               (int(result.target[k]), int(result.predicted[k])), status)
             path = save(fig, Path(args.save_dir) / f"cem-{mode.lower()}-{idx}.png")
             print(f"  wrote {path}")
+    if args.json_out:
+        write_text(args.json_out, json.dumps({"network": str(net.source), "mode": mode, "options": vars(options),
+                                              "images": rows}, indent=1))
     return 0
 
 
@@ -84,5 +97,7 @@ COMMAND = command(
     arg("--certify", action="store_true", help="prove the PP's box / the PN's flip and radius with the domains"),
     arg("--no-shrink", action="store_true", help="with --certify: do not shrink a certified PP"),
     arg("--save-dir", metavar="DIR", help="write cem-<mode>-<idx>.png here"),
+    arg("--json", dest="json_out", metavar="FILE", help="write per-image metrics (found, classes, l0/l1/l2 of the "
+        "change, certificate, seconds) as JSON"),
     handler=handle,
 )

@@ -151,7 +151,11 @@ def test_cli(tmp_path, capsys) -> None:
     from profit.cli import main
 
     assert main(["cem", "-d", "0", "--mode", "pp", "--iterations", "30", "--c-steps", "2", "--certify",
-                 "--save-dir", str(tmp_path)]) == 0
+                 "--save-dir", str(tmp_path), "--json", str(tmp_path / "cem.json")]) == 0
+    import json
+
+    row = json.loads((tmp_path / "cem.json").read_text())["images"][0]
+    assert row["found"] and row["predicted"] == row["target"] == 7 and row["l0"] > 0
     out = capsys.readouterr().out
     assert "image 0: class 7 -> 7, found" in out and ("certified" in out or "empirical" in out)
     assert (tmp_path / "cem-pp-0.png").is_file()
