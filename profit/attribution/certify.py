@@ -6,9 +6,9 @@ l > 0 and to 0 where u < 0 (stable neurons); an unstable neuron's derivative lie
 backward pass then runs in interval arithmetic: a linear layer maps the interval of the gradient
 at its output, centre c and radius r, to W^T c +- |W|^T r; a ReLU multiplies by [d_lo, d_hi].
 
-Sound: every gradient at every point of the ball lies in [lower, upper] (neurons within 1e-6 of
-0 count as unstable, so float32 pre-activation bounds never fix a derivative wrongly by
-rounding); the backward pass runs in float64. With every neuron stable the gradient is the same
+Sound: every gradient at every point of the ball lies in [lower, upper] (a neuron whose bounds lie
+within STABLE_RTOL (|l| + |u|) of 0 counts as unstable, so float32 pre-activation bounds do not fix
+a derivative wrongly by rounding; the backward pass runs in float64). With every neuron stable the gradient is the same
 at every point of the ball: lower == upper, `constant`.
 
 Ops: Linear, Conv, Affine, Relu, AvgPool, Reshape (a chain); others raise UnsupportedOpError.
@@ -27,7 +27,7 @@ from networks.ir import Affine, AvgPool, Conv, Input, Linear, Network, Relu, Res
 from profit.attribution.methods import Target, resolve_target
 from specs.regions import linf_ball
 
-STABLE_MARGIN = 1e-6  # pre-activation bounds within this of 0 leave the derivative open
+STABLE_RTOL = 1e-5  # pre-activation bounds within this fraction of their magnitude of 0 leave the derivative open
 _OPS = (Input, Linear, Conv, Affine, Relu, AvgPool, Reshape)
 
 
@@ -99,8 +99,9 @@ def gradient_bounds(net: Network, x: Tensor, eps: float, target: Target = None, 
             gl, gu = gl.reshape(-1, *shape), gu.reshape(-1, *shape)
         elif isinstance(layer, Relu):
             low, up = (b.to(torch.float64).reshape(gl.shape) for b in kept[node.inputs[0]])
-            dl = (low > STABLE_MARGIN).to(torch.float64)
-            du = (up >= -STABLE_MARGIN).to(torch.float64)
+            margin = STABLE_RTOL * (low.abs() + up.abs())
+            dl = (low > margin).to(torch.float64)
+            du = (up >= -margin).to(torch.float64)
             unstable += (dl != du).flatten(1).sum(1)
             gl, gu = _interval_product(dl, du, gl, gu)
         elif isinstance(layer, AvgPool):  # linear with non-negative weights: monotone
