@@ -44,6 +44,8 @@ COMMANDS: dict[str, str] = {  # subcommand (= module of this package) -> the sum
     "features": "proof features: prune each robustness proof to a small sufficient set (ProFIt)",
     "explain": "formal explanations over a pixel patch: AXps/CXps, or the paper's explanations and "
                "counterexamples (hitting-set duality)",
+    "attribute": "gradient attribution map of one image (saliency, IG, SmoothGrad, LRP, ...), optionally "
+                 "beta-smoothed or with certified gradient bounds",
 }
 _LIBRARY = ("profit", "domains", "networks", "specs")  # packages whose frames name the failing stage
 
