@@ -44,6 +44,8 @@ def handle(args: argparse.Namespace) -> int:
     if not 0 <= args.instance < len(images):
         raise ProfitError(f"instance {args.instance} is out of range: {images.source} holds {len(images)} images "
                           f"(0..{len(images) - 1})")
+    if args.certify is not None and not args.certify >= 0:
+        raise ProfitError(f"--certify must be >= 0, got {args.certify}")
     if args.target is not None and not 0 <= args.target < net.n_outputs:
         raise ProfitError(f"--target must lie in 0..{net.n_outputs - 1}, got {args.target}")
     x = fit_to_network(images.images[args.instance:args.instance + 1], net, images.source)
@@ -62,8 +64,6 @@ def handle(args: argparse.Namespace) -> int:
     print(f"top-{len(top)} pixels by |attribution|: " + ", ".join(f"{int(i)} ({float(flat[i]):.4g})" for i in top))
     bounds = None
     if args.certify is not None:
-        if args.certify < 0:
-            raise ProfitError(f"--certify must be >= 0, got {args.certify}")
         bounds = gradient_bounds(net, x, args.certify, target, domain=args.domain)
         width = (bounds.upper - bounds.lower).flatten()
         certified = bounds.certified_topk(args.topk).flatten().nonzero().flatten().tolist()
