@@ -11,7 +11,13 @@ within STABLE_RTOL (|l| + |u|) of 0 counts as unstable, so float32 pre-activatio
 a derivative wrongly by rounding; the backward pass runs in float64). With every neuron stable the gradient is the same
 at every point of the ball: lower == upper, `constant`.
 
-Ops: Linear, Conv, Affine, Relu, AvgPool, Reshape (a chain); others raise UnsupportedOpError.
+Softplus_beta (beta-smoothed networks): its derivative sigmoid(beta z) is increasing, so over
+[l, u] it lies in [sigmoid(beta l), sigmoid(beta u)] (1 above torch's linear threshold beta z > 20),
+an interval that narrows as beta falls. The domains other than Box do not bound softplus, so
+for such networks the pre-activation bounds default to Box.
+
+Ops: Linear, Conv, Affine, Relu, Softplus, AvgPool, Reshape (a chain); others raise
+UnsupportedOpError.
 """
 
 from __future__ import annotations
@@ -23,12 +29,15 @@ import torch
 from torch import Tensor
 
 from domains import get_domain
-from networks.ir import Affine, AvgPool, Conv, Input, Linear, Network, Relu, Reshape, UnsupportedOpError
+from networks.ir import (
+    Affine, AvgPool, Conv, Input, Linear, Network, Relu, Reshape, Softplus, UnsupportedOpError,
+)
 from profit.attribution.methods import Target, resolve_target
 from specs.regions import linf_ball
 
 STABLE_RTOL = 1e-5  # pre-activation bounds within this fraction of their magnitude of 0 leave the derivative open
-_OPS = (Input, Linear, Conv, Affine, Relu, AvgPool, Reshape)
+_OPS = (Input, Linear, Conv, Affine, Relu, Softplus, AvgPool, Reshape)
+_SOFTPLUS_THRESHOLD = 20.0  # torch's softplus is linear (derivative 1) where beta z > this
 
 
 @dataclass(frozen=True)
@@ -38,7 +47,7 @@ class GradientBounds:
     lower: Tensor  # (B, *input_shape) float64
     upper: Tensor  # (B, *input_shape) float64
     target: Tensor  # (B,) class index
-    unstable: Tensor  # (B,) number of ReLU neurons whose derivative the bounds leave open
+    unstable: Tensor  # (B,) number of ReLU neurons whose derivative the bounds leave open (softplus: all)
 
     @property
     def constant(self) -> Tensor:
@@ -76,11 +85,11 @@ def _interval_product(dl: Tensor, du: Tensor, gl: Tensor, gu: Tensor) -> tuple[T
     return products.amin(0), products.amax(0)
 
 
-def gradient_bounds(net: Network, x: Tensor, eps: float, target: Target = None, domain: str = "crown",
+def gradient_bounds(net: Network, x: Tensor, eps: float, target: Target = None, domain: str | None = None,
                     lo: float | None = 0.0, hi: float | None = 1.0) -> GradientBounds:
     """Bounds of d f_target / dx over the L-inf ball of radius eps around each x (B, *input_shape),
     clipped to [lo, hi]; target None: each x's predicted class. Pre-activation bounds from
-    `domain` (a name of domains.DOMAINS)."""
+    `domain` (a name of domains.DOMAINS; default crown, box for networks with Softplus)."""
     bad = [f"{n.layer.op} (node '{n.name}')" for n in net.nodes
            if not isinstance(n.layer, _OPS) or (n is not net.input and len(n.inputs) != 1)]
     if bad:
@@ -88,6 +97,8 @@ def gradient_bounds(net: Network, x: Tensor, eps: float, target: Target = None, 
     x = net.prepare(torch.as_tensor(x)).to(net.dtype)
     t = resolve_target(net, x, target)
     region = linf_ball(x, eps, lo, hi)
+    if domain is None:
+        domain = "box" if any(isinstance(n.layer, Softplus) for n in net.nodes) else "crown"
     kept = get_domain(domain)(net).bound(region, keep=True).bounds
     wide = net.to(torch.float64)
     g = torch.zeros(x.shape[0], net.n_outputs, dtype=torch.float64).scatter(1, t.view(-1, 1), 1.0)
@@ -102,6 +113,12 @@ def gradient_bounds(net: Network, x: Tensor, eps: float, target: Target = None, 
             margin = STABLE_RTOL * (low.abs() + up.abs())
             dl = (low > margin).to(torch.float64)
             du = (up >= -margin).to(torch.float64)
+            unstable += (dl != du).flatten(1).sum(1)
+            gl, gu = _interval_product(dl, du, gl, gu)
+        elif isinstance(layer, Softplus):
+            low, up = (b.to(torch.float64).reshape(gl.shape) for b in kept[node.inputs[0]])
+            dl = torch.sigmoid(layer.beta * low)
+            du = torch.where(layer.beta * up > _SOFTPLUS_THRESHOLD, 1.0, torch.sigmoid(layer.beta * up))
             unstable += (dl != du).flatten(1).sum(1)
             gl, gu = _interval_product(dl, du, gl, gu)
         elif isinstance(layer, AvgPool):  # linear with non-negative weights: monotone

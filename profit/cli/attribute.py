@@ -9,7 +9,8 @@ import torch
 
 from networks import DEFAULT_NETWORK
 from profit.attribution import (
-    LRP, LRP_RULES, METHODS, BetaSmoothed, IntegratedGradients, LRPOptions, Saliency, SmoothGrad, gradient_bounds,
+    LRP, LRP_RULES, METHODS, BetaSmoothed, IntegratedGradients, LRPOptions, Saliency, SmoothGrad,
+    beta_smoothed_network, gradient_bounds,
 )
 from profit.cli.common import IMAGES_HELP, arg, command
 from profit.data import fit_to_network, load_images, load_network, network_channels
@@ -64,11 +65,14 @@ def handle(args: argparse.Namespace) -> int:
     print(f"top-{len(top)} pixels by |attribution|: " + ", ".join(f"{int(i)} ({float(flat[i]):.4g})" for i in top))
     bounds = None
     if args.certify is not None:
-        bounds = gradient_bounds(net, x, args.certify, target, domain=args.domain)
+        certified_net = net if args.beta is None else beta_smoothed_network(net, args.beta)
+        bounds = gradient_bounds(certified_net, x, args.certify, target, domain=args.domain)
         width = (bounds.upper - bounds.lower).flatten()
         certified = bounds.certified_topk(args.topk).flatten().nonzero().flatten().tolist()
-        print(f"gradient bounds over the L-inf ball eps {args.certify} ({args.domain}): mean width "
-              f"{float(width.mean()):.6g}, max width {float(width.max()):.6g}, {int(bounds.unstable)} unstable ReLUs")
+        domain = args.domain or ("crown" if args.beta is None else "box")
+        print(f"gradient bounds over the L-inf ball eps {args.certify} ({domain}): mean width "
+              f"{float(width.mean()):.6g}, max width {float(width.max()):.6g}, {int(bounds.unstable)} unstable "
+              f"{'ReLUs' if args.beta is None else 'softplus derivatives'}")
         print("saliency map constant over the ball: " + ("yes (every ReLU stable)" if bool(bounds.constant)
                                                            else "not certified"))
         print(f"certified top-{args.topk} pixels: {len(certified)}" + (f" ({', '.join(map(str, certified))})"
@@ -114,8 +118,9 @@ COMMAND = command(
     arg("--lrp-epsilon", type=float, default=1e-6, metavar="E", help="lrp: stabiliser (default: %(default)s)"),
     arg("--certify", type=float, metavar="EPS",
         help="also bound d f_target/dx over the L-inf ball of radius EPS (clipped to [0, 1])"),
-    arg("--domain", default="crown", choices=("crown", "deeppoly", "box"),
-        help="--certify: domain of the pre-activation bounds (default: %(default)s)"),
+    arg("--domain", choices=("crown", "deeppoly", "box"),
+        help="--certify: domain of the pre-activation bounds (default: crown; box with --beta, the only domain "
+             "that bounds softplus)"),
     arg("--topk", type=int, default=10, metavar="K", help="pixels listed and certified top-k (default: %(default)s)"),
     arg("--save-dir", metavar="DIR", help="write the map (and the certified bounds) as PNGs here"),
     handler=handle)

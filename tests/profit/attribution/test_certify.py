@@ -128,3 +128,20 @@ def test_unsupported_ops_are_named() -> None:
     net = build((1, 4, 4), [("m", MaxPool((2, 2), (2, 2)), ("x",))])
     with pytest.raises(UnsupportedOpError, match="MaxPool"):
         gradient_bounds(net, torch.rand(1, 1, 4, 4), 0.1, 0)
+
+
+@pytest.mark.parametrize("case", ["mnist_mlp", "conv"])
+def test_softplus_gradient_bounds_are_sound(case: str) -> None:
+    """Sampled gradients of beta-smoothed nets lie within the bounds (how their width moves with beta
+    is measured by benchmarks/attribution.py: it depends on the pre-activation bounds, no theorem)."""
+    make, eps = CASES[case]
+    relu_net = make()
+    x = samples(1) if relu_net.input_shape == (1, 28, 28) else torch.rand((1, *relu_net.input_shape),
+                                                                           generator=torch.Generator().manual_seed(1))
+    t = int(relu_net.logits(x).argmax(1))
+    for beta in (1.0, 10.0, 100.0):
+        net = beta_smoothed_network(relu_net, beta)
+        bounds = gradient_bounds(net, x, eps, t)
+        points = _ball_points(x, eps, 500, seed=3)
+        _assert_inside(bounds, gradient(net, points, torch.full((500,), t)))
+        assert bounds.unstable.item() > 0 and (bounds.upper - bounds.lower).max() > 0

@@ -30,18 +30,23 @@ def test_printed_sum_is_the_api_map(capsys: pytest.CaptureFixture) -> None:
 
 
 def test_certify_and_save_dir(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    argv = ["attribute", "-d", "0", "--method", "saliency", "--beta", "10", "--certify", "0.001", "--topk", "5",
+    argv = ["attribute", "-d", "0", "--method", "saliency", "--certify", "0.001", "--topk", "5",
             "--save-dir", str(tmp_path)]
     assert main(argv) == 0
     out = capsys.readouterr().out
     net, x = load_onnx(shipped("mnist_mlp")), torch.from_numpy(load_samples()[0][:1])
     bounds = gradient_bounds(net, x, 0.001)
-    assert "beta-smoothed (beta 10.0)" in out
     assert f"{int(bounds.unstable)} unstable ReLUs" in out
     assert f"certified top-5 pixels: {int(bounds.certified_topk(5).sum())}" in out
     pngs = sorted(p.name for p in tmp_path.iterdir())
-    assert pngs == ["img0_certified_eps0.001.png", "img0_saliency_beta10.png"]
+    assert pngs == ["img0_certified_eps0.001.png", "img0_saliency.png"]
     assert Image.open(tmp_path / pngs[0]).size[0] > Image.open(tmp_path / pngs[1]).size[0] > 100
+
+
+def test_certify_a_beta_smoothed_net(capsys: pytest.CaptureFixture) -> None:
+    assert main(["attribute", "-d", "0", "--beta", "10", "--certify", "0.001"]) == 0
+    out = capsys.readouterr().out
+    assert "beta-smoothed (beta 10.0)" in out and "(box)" in out and "unstable softplus derivatives" in out
 
 
 @pytest.mark.parametrize("argv, message", [
