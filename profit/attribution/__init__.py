@@ -1,5 +1,6 @@
 """Gradient attributions, Captum style: `Method(net).attribute(inputs, target=None, **args)` returns a
-map of the inputs' shape for any IR network; beta-smoothed variants; certified gradient bounds.
+map of the inputs' shape for any IR network; beta-smoothed variants; certified gradient bounds;
+the explanation manipulation attack.
 
     from profit.attribution import IntegratedGradients, gradient_bounds
     maps = IntegratedGradients(net).attribute(x, target=3, n_steps=64)
@@ -7,6 +8,9 @@ map of the inputs' shape for any IR network; beta-smoothed variants; certified g
 """
 
 from profit.attribution.certify import GradientBounds, gradient_bounds
+from profit.attribution.manipulate import (
+    ManipulationOptions, ManipulationResult, manipulate, normalise, pcc, ssim,
+)
 from profit.attribution.methods import (
     LRP, LRP_RULES, Attribution, GuidedBackprop, InputXGradient, IntegratedGradients, LRPOptions, Saliency,
     SmoothGrad, gradient, resolve_target,
@@ -24,6 +28,6 @@ METHODS: dict[str, type[Attribution]] = {  # CLI name -> class
 
 __all__ = [
     "Attribution", "BetaSmoothed", "GradientBounds", "GuidedBackprop", "InputXGradient", "IntegratedGradients",
-    "LRP", "LRPOptions", "LRP_RULES", "METHODS", "Saliency", "SmoothGrad", "beta_smoothed_network",
-    "gradient", "gradient_bounds", "resolve_target",
+    "LRP", "LRPOptions", "LRP_RULES", "METHODS", "ManipulationOptions", "ManipulationResult", "Saliency", "SmoothGrad", "beta_smoothed_network",
+    "gradient", "gradient_bounds", "manipulate", "normalise", "pcc", "resolve_target", "ssim",
 ]

@@ -45,18 +45,24 @@ def resolve_target(net: Network, x: Tensor, target: Target) -> Tensor:
     return t
 
 
-def gradient(net: Network, x: Tensor, target: Tensor, forward=None) -> Tensor:
-    """d f_target / dx (B, *input_shape) by autograd; `forward` (default the net's) maps x to logits."""
-    x = x.detach().to(net.dtype).requires_grad_(True)
+def gradient(net: Network, x: Tensor, target: Tensor, forward=None, create_graph: bool = False) -> Tensor:
+    """d f_target / dx (B, *input_shape) by autograd; `forward` (default the net's) maps x to logits.
+    create_graph: keep x's graph and build the gradient's own (second derivatives: the attack)."""
+    x = x.to(net.dtype)
+    if not (create_graph and x.requires_grad):
+        x = x.detach().requires_grad_(True)
     with torch.enable_grad():
         out = (forward or net.logits)(x).reshape(x.shape[0], -1)
         selected = out.gather(1, target.view(-1, 1)).sum()
-        (grad,) = torch.autograd.grad(selected, x)
+        (grad,) = torch.autograd.grad(selected, x, create_graph=create_graph)
     return grad
 
 
 class Attribution:
-    """Base class: an attribution method bound to one network."""
+    """Base class: an attribution method bound to one network. With `create_graph` set, the
+    gradient methods keep the autograd graph (maps differentiable in the input, for the attack)."""
+
+    create_graph: bool = False
 
     def __init__(self, net: Network) -> None:
         self.net = net
@@ -77,7 +83,7 @@ class Saliency(Attribution):
     """The input gradient d f_t / dx; its absolute value with abs=True (Captum's default)."""
 
     def _attribute(self, x: Tensor, target: Tensor, abs: bool = True) -> Tensor:
-        grad = gradient(self.net, x, target)
+        grad = gradient(self.net, x, target, create_graph=self.create_graph)
         return grad.abs() if abs else grad
 
 
@@ -85,7 +91,7 @@ class InputXGradient(Attribution):
     """x * d f_t / dx: for a bias-free ReLU net, its sum is f_t(x) (Euler's theorem)."""
 
     def _attribute(self, x: Tensor, target: Tensor) -> Tensor:
-        return x * gradient(self.net, x, target)
+        return x * gradient(self.net, x, target, create_graph=self.create_graph)
 
 
 _RIEMANN = ("riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle")
@@ -118,7 +124,8 @@ class IntegratedGradients(Attribution):
         alphas, weights = alphas.to(x.dtype), weights.to(x.dtype)
         shape = (-1,) + (1,) * x.dim()
         path = base.unsqueeze(0) + alphas.view(shape) * (x - base).unsqueeze(0)  # (S, B, ...)
-        grads = gradient(self.net, path.flatten(0, 1), target.repeat(n_steps)).view(path.shape)
+        grads = gradient(self.net, path.flatten(0, 1), target.repeat(n_steps), create_graph=self.create_graph)
+        grads = grads.view(path.shape)
         return (x - base) * (weights.view(shape) * grads).sum(0)
 
 
@@ -135,7 +142,8 @@ class SmoothGrad(Attribution):
         noise = torch.randn((nt_samples, 1, *x.shape[1:]), generator=g, dtype=x.dtype)
         span = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).view(1, -1, *(1,) * (x.dim() - 1))
         noisy = x.unsqueeze(0) + stdevs * span * noise  # (S, B, ...)
-        grads = gradient(self.net, noisy.flatten(0, 1), target.repeat(nt_samples)).view(noisy.shape)
+        grads = gradient(self.net, noisy.flatten(0, 1), target.repeat(nt_samples), create_graph=self.create_graph)
+        grads = grads.view(noisy.shape)
         return (grads.abs() if abs else grads).mean(0)
 
 
