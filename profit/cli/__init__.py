@@ -46,6 +46,8 @@ COMMANDS: dict[str, str] = {  # subcommand (= module of this package) -> the sum
                "counterexamples (hitting-set duality)",
     "attribute": "gradient attribution map of one image (saliency, IG, SmoothGrad, LRP, ...), optionally "
                  "beta-smoothed or with certified gradient bounds",
+    "manipulate": "the explanation manipulation attack: push one image's attribution map toward another's "
+                  "while its output stays",
 }
 _LIBRARY = ("profit", "domains", "networks", "specs")  # packages whose frames name the failing stage
 

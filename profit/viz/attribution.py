@@ -55,3 +55,20 @@ def plot_gradient_bounds(image: Tensor, bounds: GradientBounds, k: int = 10, ind
     fig.suptitle(f"d f_{int(bounds.target[index])}/dx over the ball: {constant}", fontsize=9)
     fig.tight_layout()
     return fig, axes
+
+
+def plot_manipulation(x: Tensor, map_original: Tensor, map_target: Tensor, x_adv: Tensor, map_adv: Tensor,
+                      title: str | None = None) -> tuple[Figure, list[Axes]]:
+    """The manipulation attack side by side: original input, its explanation, the target map, the
+    manipulated input and its explanation (maps with colour bars)."""
+    fig = Figure(figsize=(13.0, 2.8))
+    axes = [fig.add_subplot(1, 5, i + 1) for i in range(5)]
+    plot_image(x, ax=axes[0], title="original")
+    plot_gradient_map(map_original, ax=axes[1], title="its explanation", colorbar=True)
+    plot_gradient_map(map_target, ax=axes[2], title="target", colorbar=True)
+    plot_image(x_adv, ax=axes[3], title="manipulated")
+    plot_gradient_map(map_adv, ax=axes[4], title="its explanation", colorbar=True)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig, axes

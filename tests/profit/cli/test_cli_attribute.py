@@ -62,3 +62,25 @@ def test_bad_input_is_one_line(argv: list[str], message: str, capsys: pytest.Cap
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and captured.out == ""
+
+
+def test_manipulate_prints_the_metrics_and_saves_the_figure(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    argv = ["manipulate", "mnist_conv", "-d", "0", "--target-d", "5", "--steps", "40", "--lr", "3e-3", "--gamma",
+            "1e-3", "--save-dir", str(tmp_path)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    before, after = (float(v) for v in out.split("PCC(map, target): ")[1].split(" after")[0].split(" before, "))
+    assert after > before and "class kept" in out
+    assert [p.name for p in tmp_path.iterdir()] == ["manipulate_0_to_5_saliency.png"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--target-d", "100"], "--target-d 100 is out of range"),
+    (["--method", "lrp"], "invalid choice"),
+    (["--steps", "0"], "steps >= 1"),
+])
+def test_manipulate_bad_input_is_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
+    assert main(["manipulate", *argv]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and captured.out == ""

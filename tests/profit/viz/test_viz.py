@@ -132,3 +132,13 @@ def test_attribution_plots_are_pure_with_colour_bars() -> None:
     assert len(axes) == 4 and axes[3].get_title() == "certified top-4: 4"
     assert len(axes[3].collections[0].get_offsets()) == 4
     assert plt.get_fignums() == before
+
+
+def test_manipulation_figure_has_five_panels_and_three_colour_bars() -> None:
+    from profit.viz import plot_manipulation
+
+    x = torch.rand(1, 28, 28)
+    fig, axes = plot_manipulation(x, _split_map(), -_split_map(), x, _split_map(), title="t")
+    assert len(axes) == 5 and len(fig.axes) == 8
+    assert [ax.get_title() for ax in axes] == ["original", "its explanation", "target", "manipulated",
+                                               "its explanation"]
