@@ -12,8 +12,8 @@ from profit.attribution.manipulate import (
     ManipulationOptions, ManipulationResult, manipulate, normalise, pcc, ssim,
 )
 from profit.attribution.methods import (
-    LRP, LRP_RULES, Attribution, GuidedBackprop, InputXGradient, IntegratedGradients, LRPOptions, Saliency,
-    SmoothGrad, gradient, resolve_target,
+    LRP, LRP_RULES, Attribution, GuidedBackprop, InputXGradient, IntegratedGradients, LRPOptions,
+    ProofFeatureMap, Saliency, SmoothGrad, gradient, resolve_target,
 )
 from profit.attribution.smoothing import BetaSmoothed, beta_smoothed_network
 
@@ -24,10 +24,12 @@ METHODS: dict[str, type[Attribution]] = {  # CLI name -> class
     "smoothgrad": SmoothGrad,
     "guided": GuidedBackprop,
     "lrp": LRP,
+    "proof": ProofFeatureMap,
 }
 
 __all__ = [
     "Attribution", "BetaSmoothed", "GradientBounds", "GuidedBackprop", "InputXGradient", "IntegratedGradients",
-    "LRP", "LRPOptions", "LRP_RULES", "METHODS", "ManipulationOptions", "ManipulationResult", "Saliency", "SmoothGrad", "beta_smoothed_network",
+    "LRP", "LRPOptions", "LRP_RULES", "METHODS", "ManipulationOptions", "ManipulationResult", "ProofFeatureMap",
+    "Saliency", "SmoothGrad", "beta_smoothed_network",
     "gradient", "gradient_bounds", "manipulate", "normalise", "pcc", "resolve_target", "ssim",
 ]

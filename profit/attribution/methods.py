@@ -13,6 +13,7 @@ forward (torch autograd); guided backprop and LRP walk the IR nodes themselves.
 | SmoothGrad           | mean gradient over Gaussian noise (Smilkov et al. 2017)              |
 | GuidedBackprop       | ReLU backward passes only positive gradients (Springenberg et al. 2015)|
 | LRP                  | layer-wise relevance: eps / z+ / alpha-beta / z^B rules (Bach 2015, Montavon 2017) |
+| ProofFeatureMap      | ProFIt: gradients of the kept proof features of a robustness proof (profit.features) |
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from networks.ir import (
     AvgPool, Conv, Input, Linear, MaxPool, Network, Relu, Reshape, UnsupportedOpError,
 )
 from profit.errors import ProfitError
+from profit.features import ProofFeatures, PruneOptions
 
 Target = int | Tensor | None
 
@@ -282,3 +284,22 @@ def _linear_rule(layer: Linear | Conv, a: Tensor, r: Tensor, rule: str, o: LRPOp
     if rule == "zplus":
         return share(pos, neg)
     return o.alpha * share(pos, neg) - o.beta * share(neg, pos)
+
+
+class ProofFeatureMap(Attribution):
+    """ProFIt's proof-feature gradient map behind the same verb: prove robustness of class `target`
+    on clip(x +- eps, 0, 1) with `domain`, prune the proof to a small sufficient set of features at
+    `layer` (profit.features), and return the priority-weighted sum of the kept features' input
+    gradients. An input whose robustness is not proven gets a zero map (there is no proof)."""
+
+    def __init__(self, net: Network, eps: float = 0.02, domain: str = "crown", layer: int | str = -1,
+                 prune: PruneOptions = PruneOptions()) -> None:
+        super().__init__(net)
+        self.eps, self.domain, self.layer, self.prune = eps, domain, layer, prune
+
+    def _attribute(self, x: Tensor, target: Tensor) -> Tensor:
+        features = ProofFeatures.compute(self.net, x, target, self.eps, self.domain, self.layer)
+        out = torch.zeros_like(x)
+        for maps in features.visualize(features.prune(self.prune)):
+            out[maps.index] = maps.aggregate.to(x.dtype)
+        return out

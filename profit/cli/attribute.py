@@ -9,8 +9,8 @@ import torch
 
 from networks import DEFAULT_NETWORK
 from profit.attribution import (
-    LRP, LRP_RULES, METHODS, BetaSmoothed, IntegratedGradients, LRPOptions, Saliency, SmoothGrad,
-    beta_smoothed_network, gradient_bounds,
+    LRP, LRP_RULES, METHODS, BetaSmoothed, IntegratedGradients, LRPOptions, ProofFeatureMap, Saliency,
+    SmoothGrad, beta_smoothed_network, gradient_bounds,
 )
 from profit.cli.common import IMAGES_HELP, arg, command
 from profit.data import fit_to_network, load_images, load_network, network_channels
@@ -23,6 +23,8 @@ def _method(args: argparse.Namespace, net) -> tuple[object, dict]:
         if args.beta is not None:
             raise ProfitError("--beta smooths ReLUs into softplus, which LRP's rules do not cover")
         method = LRP(net, LRPOptions(rule=args.lrp_rule, first=args.lrp_first, epsilon=args.lrp_epsilon))
+    elif args.method == "proof":
+        method = ProofFeatureMap(net, eps=args.eps)
     else:
         method = METHODS[args.method](net)
     kwargs: dict = {}
@@ -116,6 +118,7 @@ COMMAND = command(
     arg("--lrp-first", choices=LRP_RULES, help="lrp: rule of the first layer (default: --lrp-rule; zb: input bounds "
                                                "[0, 1])"),
     arg("--lrp-epsilon", type=float, default=1e-6, metavar="E", help="lrp: stabiliser (default: %(default)s)"),
+    arg("--eps", type=float, default=0.02, help="proof: L-inf radius of the robustness proof (default: %(default)s)"),
     arg("--certify", type=float, metavar="EPS",
         help="also bound d f_target/dx over the L-inf ball of radius EPS (clipped to [0, 1])"),
     arg("--domain", choices=("crown", "deeppoly", "box"),

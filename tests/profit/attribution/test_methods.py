@@ -10,7 +10,8 @@ import torch
 
 from networks.ir import Sigmoid, UnsupportedOpError
 from profit.attribution import (
-    LRP, GuidedBackprop, InputXGradient, IntegratedGradients, LRPOptions, Saliency, SmoothGrad,
+    LRP, GuidedBackprop, InputXGradient, IntegratedGradients, LRPOptions, ProofFeatureMap, Saliency,
+    SmoothGrad,
 )
 from profit.errors import ProfitError
 from tests.domains.netgen import build
@@ -27,6 +28,7 @@ METHODS = {  # id -> (class, constructor kwargs, attribute kwargs)
     "lrp-eps": (LRP, {"options": LRPOptions(epsilon=1e-4)}, {}),
     "lrp-zplus-zb": (LRP, {"options": LRPOptions(rule="zplus", first="zb")}, {}),
     "lrp-alphabeta": (LRP, {"options": LRPOptions(rule="alphabeta", alpha=2.0, beta=1.0)}, {}),
+    "proof-features": (ProofFeatureMap, {"eps": 0.005}, {}),
 }
 NETS = ("mnist_mlp", "mnist_conv")
 
@@ -53,6 +55,17 @@ def test_shape_determinism_and_batch_equals_single(method: str, net_name: str) -
     torch.testing.assert_close(explicit, maps)
     other = attribute(method, net_name, x, target=(shipped_net(net_name).logits(x).argmax(1) + 1) % 10)
     assert not torch.allclose(other, maps)
+
+
+def test_proof_feature_map_is_the_features_aggregate_and_zero_without_a_proof() -> None:
+    from profit.features import ProofFeatures
+
+    net, x = shipped_net("mnist_mlp"), samples(2)
+    t = net.logits(x).argmax(1)
+    features = ProofFeatures.compute(net, x, t, 0.01)
+    expected = torch.stack([m.aggregate for m in features.visualize(features.prune())])
+    torch.testing.assert_close(ProofFeatureMap(net, eps=0.01).attribute(x), expected)
+    assert (ProofFeatureMap(net, eps=0.5).attribute(x) == 0).all()  # nothing is proven at eps 0.5
 
 
 def test_smoothgrad_seed_decides_the_noise() -> None:

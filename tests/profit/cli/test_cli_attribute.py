@@ -15,7 +15,7 @@ from profit.attribution import IntegratedGradients, gradient_bounds
 from profit.cli import main
 
 
-@pytest.mark.parametrize("method", ["saliency", "ixg", "ig", "smoothgrad", "guided", "lrp"])
+@pytest.mark.parametrize("method", ["saliency", "ixg", "ig", "smoothgrad", "guided", "lrp", "proof"])
 def test_every_method_prints_its_map(method: str, capsys: pytest.CaptureFixture) -> None:
     assert main(["attribute", "mnist_conv", "-d", "2", "--method", method, "--steps", "8", "--samples", "4"]) == 0
     out = capsys.readouterr().out
