@@ -39,6 +39,17 @@ def _method(args: argparse.Namespace, net) -> tuple[object, dict]:
     return method, kwargs
 
 
+def _parse_betas(text: str) -> list[float]:
+    """--beta-sweep: comma-separated positive numbers."""
+    try:
+        betas = [float(b) for b in text.split(",")]
+    except ValueError:
+        raise ProfitError(f"--beta-sweep must be comma-separated numbers, got '{text}'") from None
+    if not all(b > 0 for b in betas):
+        raise ProfitError(f"--beta-sweep values must be > 0, got '{text}'")
+    return betas
+
+
 def handle(args: argparse.Namespace) -> int:
     """The map's summary and its top pixels; with --certify the gradient bounds and certificates;
     with --save-dir the PNGs."""
@@ -47,6 +58,10 @@ def handle(args: argparse.Namespace) -> int:
     if not 0 <= args.instance < len(images):
         raise ProfitError(f"instance {args.instance} is out of range: {images.source} holds {len(images)} images "
                           f"(0..{len(images) - 1})")
+    if args.beta_sweep is not None:
+        if not args.save_dir or args.method in ("lrp", "proof"):
+            raise ProfitError("--beta-sweep draws a figure of a gradient method: give --save-dir, not lrp/proof")
+        _parse_betas(args.beta_sweep)
     if args.certify is not None and not args.certify >= 0:
         raise ProfitError(f"--certify must be >= 0, got {args.certify}")
     if args.target is not None and not 0 <= args.target < net.n_outputs:
@@ -93,6 +108,13 @@ def handle(args: argparse.Namespace) -> int:
                                 bounds.target, bounds.unstable)
             fig, _ = plot_gradient_bounds(image, view, k=args.topk)
             paths.append(save(fig, f"{args.save_dir}/img{args.instance}_certified_eps{args.certify:g}.png"))
+        if args.beta_sweep:
+            sweep = {"ReLU": shown}
+            for beta in _parse_betas(args.beta_sweep):
+                smooth, smooth_kwargs = _method(argparse.Namespace(**{**vars(args), "beta": beta}), net)
+                sweep[f"beta {beta:g}"] = smooth.attribute(x, target=target, **smooth_kwargs).reshape(shown.shape)
+            fig, _ = plot_attributions(image, sweep, title=f"{args.method}, class {target}: beta-smoothed")
+            paths.append(save(fig, f"{args.save_dir}/img{args.instance}_{args.method}_beta_sweep.png"))
         print(f"wrote {', '.join(str(p) for p in paths)}")
     return 0
 
@@ -126,4 +148,6 @@ COMMAND = command(
              "that bounds softplus)"),
     arg("--topk", type=int, default=10, metavar="K", help="pixels listed and certified top-k (default: %(default)s)"),
     arg("--save-dir", metavar="DIR", help="write the map (and the certified bounds) as PNGs here"),
+    arg("--beta-sweep", metavar="B1,B2,..",
+        help="with --save-dir: also a figure of the map beta-smoothed with each beta, beside the ReLU map"),
     handler=handle)

@@ -43,6 +43,12 @@ def test_certify_and_save_dir(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     assert Image.open(tmp_path / pngs[0]).size[0] > Image.open(tmp_path / pngs[1]).size[0] > 100
 
 
+def test_beta_sweep_figure(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["attribute", "-d", "0", "--beta-sweep", "1,10", "--save-dir", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img0_saliency.png", "img0_saliency_beta_sweep.png"]
+    assert "img0_saliency_beta_sweep.png" in capsys.readouterr().out
+
+
 def test_certify_a_beta_smoothed_net(capsys: pytest.CaptureFixture) -> None:
     assert main(["attribute", "-d", "0", "--beta", "10", "--certify", "0.001"]) == 0
     out = capsys.readouterr().out
@@ -56,6 +62,8 @@ def test_certify_a_beta_smoothed_net(capsys: pytest.CaptureFixture) -> None:
     (["--certify", "-1"], "--certify must be >= 0"),
     (["--method", "gradcam"], "invalid choice"),
     (["--method", "ig", "--steps", "1"], "n_steps must be >= 2"),
+    (["--beta-sweep", "1,2"], "--beta-sweep draws a figure"),
+    (["--beta-sweep", "1,x", "--save-dir", "out"], "comma-separated numbers"),
 ])
 def test_bad_input_is_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
     assert main(["attribute", *argv]) == 2
