@@ -1,4 +1,5 @@
-"""The explanation manipulation attack (Dombrowski et al. 2019) on the shipped MNIST conv net.
+"""The explanation manipulation attack (Dombrowski et al. 2019) on the shipped MNIST conv net
+(or any network and images: --net PATH --images SRC, e.g. the CIFAR-10 convSmall of ../shared).
 
 For the first N shipped samples, each method's map of image i is pushed toward the map of image
 i + 1 (mod N): mean PCC(h, h_t) before and after, SSIM(h(x_adv), h_t), SSIM(x_adv, x), mean logit
@@ -7,6 +8,8 @@ saliency (the network with every ReLU a softplus(beta), explained and attacked a
 sweep of beta: smaller beta should leave the attack less to gain.
 
     OMP_NUM_THREADS=1 python benchmarks/manipulation.py [--count 100] [--steps 300] [--net mnist_conv]
+    OMP_NUM_THREADS=1 python benchmarks/manipulation.py --net ../shared/networks/profit/convSmall_pgd_cifar.onnx \
+        --images ../shared/data/cifar10/cifar10_test_first100.csv
 """
 
 from __future__ import annotations
@@ -16,12 +19,11 @@ import time
 
 import torch
 
-from networks import load_onnx, shipped
-from networks.datasets import load_samples
 from profit.attribution import (
     InputXGradient, IntegratedGradients, ManipulationOptions, Saliency, SmoothGrad, beta_smoothed_network,
     manipulate,
 )
+from profit.data import fit_to_network, load_images, load_network, network_channels
 
 METHOD_ARGS = {"saliency": (Saliency, ()), "ixg": (InputXGradient, ()),
                "ig": (IntegratedGradients, (("n_steps", 8),)), "smoothgrad": (SmoothGrad, (("nt_samples", 8),))}
@@ -41,6 +43,7 @@ def row(name: str, net, x: torch.Tensor, method, args: tuple, options: Manipulat
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--net", default="mnist_conv")
+    parser.add_argument("--images", default=None, help="image source (default: the shipped MNIST samples)")
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -49,9 +52,10 @@ def main() -> None:
     parser.add_argument("--betas", default="1,3,10,30")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    net = load_onnx(shipped(args.net))
-    x = torch.from_numpy(load_samples()[0][:args.count])
-    print(f"{args.net}, {len(x)} images, {args.steps} Adam steps, lr {args.lr}, gamma {args.gamma}")
+    net = load_network(args.net)
+    images = load_images(args.images, count=args.count, channels=network_channels(net))
+    x = fit_to_network(images.images, net, images.source)
+    print(f"{args.net}, {len(x)} images of {images.source}, {args.steps} Adam steps, lr {args.lr}, gamma {args.gamma}")
     print(f"{'method':<18} {'PCC before':>10} {'PCC after':>9} {'SSIM maps':>9} {'SSIM input':>10} "
           f"{'d logits':>9} {'kept %':>7} {'s':>6}")
     for name in args.methods.split(","):
