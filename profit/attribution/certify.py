@@ -99,7 +99,8 @@ def gradient_bounds(net: Network, x: Tensor, eps: float, target: Target = None, 
     region = linf_ball(x, eps, lo, hi)
     if domain is None:
         domain = "box" if any(isinstance(n.layer, Softplus) for n in net.nodes) else "crown"
-    kept = get_domain(domain)(net).bound(region, keep=True).bounds
+    kept = dict(get_domain(domain)(net).bound(region, keep=True).bounds)
+    kept.setdefault(net.input.name, (region.lower, region.upper))  # an activation right on the input
     wide = net.to(torch.float64)
     g = torch.zeros(x.shape[0], net.n_outputs, dtype=torch.float64).scatter(1, t.view(-1, 1), 1.0)
     gl, gu = g.reshape(x.shape[0], *net.output_shape), g.reshape(x.shape[0], *net.output_shape)

@@ -124,6 +124,13 @@ def test_constant_map_and_certified_topk() -> None:
     assert tops[:, certified].all()
 
 
+def test_activation_on_the_input_uses_the_region() -> None:
+    net = build((2,), [("r", Relu(), ("x",)), ("fc", Linear(torch.tensor([[2.0, -1.0]]), torch.zeros(1)), ("r",))])
+    bounds = gradient_bounds(net, torch.tensor([[0.5, 0.05]]), 0.1, 0)  # x1 in [0.4, 0.6], x2 in [0, 0.15]
+    torch.testing.assert_close(bounds.lower, torch.tensor([[2.0, -1.0]], dtype=torch.float64))
+    torch.testing.assert_close(bounds.upper, torch.tensor([[2.0, 0.0]], dtype=torch.float64))
+
+
 def test_unsupported_ops_are_named() -> None:
     net = build((1, 4, 4), [("m", MaxPool((2, 2), (2, 2)), ("x",))])
     with pytest.raises(UnsupportedOpError, match="MaxPool"):
