@@ -178,3 +178,16 @@ def test_captum_agreement(method: str) -> None:
     else:
         theirs = {"saliency": captum.Saliency, "ixg": captum.InputXGradient}[method](model).attribute(x, target=t)
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)
+
+
+def test_readme_example_runs() -> None:
+    """The README section's Python block runs as written, with `net` and `x` given."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    section = readme.index("## Gradient attributions and certified explanation stability")
+    start = readme.index("```python\n", section) + len("```python\n")
+    code = readme[start:readme.index("```", start)]
+    scope = {"net": shipped_net("mnist_mlp"), "x": samples(2)}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["b"].lower.shape == (2, 1, 28, 28)
