@@ -6,7 +6,7 @@ shape, batched along dim 0. Transformers, one per IR layer type (`_TRANSFORMERS`
 - Linear, Conv: center-radius form. With c = (l + u) / 2 and r = (u - l) / 2,
   W x + b lies in [W c + b - |W| r, W c + b + |W| r].
 - Affine (x * s + t): c * s + t -/+ r * |s|, so a negative scale swaps the ends.
-- Add, Relu, Sigmoid, Tanh, Reshape, Transpose, Pad, Concat, AvgPool, MaxPool: the layer
+- Add, Relu, Softplus, Sigmoid, Tanh, Reshape, Transpose, Pad, Concat, AvgPool, MaxPool: the layer
   is monotone non-decreasing in every input, so [f(l), f(u)] is the exact interval hull
   (AvgPool has non-negative weights; MaxPool pads with -inf, which never wins).
 
@@ -35,7 +35,7 @@ from torch import Tensor
 from domains.base import BoundResult, Domain, DomainError, as_spec, spec_bounds_from_box, unsupported
 from networks.ir import (
     Add, Affine, AvgPool, Concat, Conv, Input, Layer, Linear, MaxPool, Network, Pad, Relu, Reshape,
-    Sigmoid, Tanh, Transpose,
+    Sigmoid, Softplus, Tanh, Transpose,
 )
 from specs.properties import Spec
 from specs.regions import Box
@@ -99,6 +99,7 @@ _TRANSFORMERS: dict[type[Layer], Transformer] = {
     Add: _monotone,
     Relu: _monotone,
     Sigmoid: _monotone,
+    Softplus: _monotone,
     Tanh: _monotone,
     Reshape: _monotone,
     Transpose: _monotone,

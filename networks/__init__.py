@@ -5,7 +5,7 @@
     logits = net(x)            # x: (B, *net.input_shape)
 
 The IR (`networks.ir`) is a DAG of immutable layers (Linear, Conv, Affine, Add,
-Relu, Sigmoid, Tanh, Reshape, Transpose, AvgPool, MaxPool, Pad, Concat); the
+Relu, Softplus, Sigmoid, Tanh, Reshape, Transpose, AvgPool, MaxPool, Pad, Concat); the
 abstract domains in `domains/` interpret it. Adding an ONNX op is one handler
 in `networks.onnx_import` (plus a layer class here if it is a new kind).
 """
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from networks.ir import (
     Add, Affine, AvgPool, Concat, Conv, Input, Layer, Linear, MaxPool, Network, NetworkError, Node,
-    Pad, Relu, Reshape, Sigmoid, Tanh, Transpose, UnsupportedOpError,
+    Pad, Relu, Reshape, Sigmoid, Softplus, Tanh, Transpose, UnsupportedOpError,
 )
 
 if TYPE_CHECKING:
@@ -48,6 +48,6 @@ def shipped(name: str) -> Path:
 
 __all__ = [
     "Add", "Affine", "AvgPool", "Concat", "Conv", "Input", "Layer", "Linear", "MaxPool", "Network",
-    "NetworkError", "Node", "Pad", "Relu", "Reshape", "Sigmoid", "Tanh", "Transpose",
+    "NetworkError", "Node", "Pad", "Relu", "Reshape", "Sigmoid", "Softplus", "Tanh", "Transpose",
     "UnsupportedOpError", "from_model", "load_onnx", "shipped", "MODELS_DIR", "DEFAULT_NETWORK",
 ]

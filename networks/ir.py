@@ -128,6 +128,17 @@ class Relu(Layer):
 
 
 @dataclass(frozen=True, eq=False)
+class Softplus(Layer):
+    """softplus_beta(x) = log(1 + exp(beta x)) / beta: a smooth ReLU (-> ReLU as beta -> inf).
+    Not an ONNX import target: `profit.attribution.beta_smoothed_network` puts it in place of Relu."""
+
+    beta: float = 1.0
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.softplus(x, beta=self.beta)
+
+
+@dataclass(frozen=True, eq=False)
 class Sigmoid(Layer):
     def forward(self, x: Tensor) -> Tensor:
         return torch.sigmoid(x)

@@ -45,6 +45,10 @@ COMMANDS: dict[str, str] = {  # subcommand (= module of this package) -> the sum
     "explain": "formal explanations over a pixel patch: AXps/CXps, or the paper's explanations and "
                "counterexamples (hitting-set duality)",
     "cem": "contrastive explanations (CEM): pertinent positives / negatives, certified where proven",
+    "attribute": "gradient attribution map of one image (saliency, IG, SmoothGrad, LRP, ...), optionally "
+                 "beta-smoothed or with certified gradient bounds",
+    "manipulate": "the explanation manipulation attack: push one image's attribution map toward another's "
+                  "while its output stays",
 }
 _LIBRARY = ("profit", "domains", "networks", "specs")  # packages whose frames name the failing stage
 

@@ -113,3 +113,32 @@ def test_comparison_figure_layout(tmp_path: Path) -> None:
     pixels = _png(save(fig, tmp_path / "cmp.png", dpi=40))
     assert pixels.shape[0] < pixels.shape[1]
     assert plt.get_fignums() == before
+
+
+def test_attribution_plots_are_pure_with_colour_bars() -> None:
+    from networks import load_onnx, shipped
+    from profit.attribution import Saliency, gradient_bounds
+    from profit.viz import plot_attributions, plot_gradient_bounds
+
+    net = load_onnx(shipped("mnist_mlp"))
+    x = torch.rand(1, 1, 28, 28)
+    before = plt.get_fignums()
+    fig, axes = plot_attributions(x[0], {"signed": _split_map(), "abs": Saliency(net).attribute(x)[0]})
+    assert isinstance(fig, Figure) and len(axes) == 3 and len(fig.axes) == 5  # 2 colour bars
+    image = axes[1].get_images()[0]
+    assert image.get_cmap().name == CMAP and image.norm.vmin == -image.norm.vmax
+    bounds = gradient_bounds(net, x, 1e-6)
+    fig, axes = plot_gradient_bounds(x[0], bounds, k=4)
+    assert len(axes) == 4 and axes[3].get_title() == "certified top-4: 4"
+    assert len(axes[3].collections[0].get_offsets()) == 4
+    assert plt.get_fignums() == before
+
+
+def test_manipulation_figure_has_five_panels_and_three_colour_bars() -> None:
+    from profit.viz import plot_manipulation
+
+    x = torch.rand(1, 28, 28)
+    fig, axes = plot_manipulation(x, _split_map(), -_split_map(), x, _split_map(), title="t")
+    assert len(axes) == 5 and len(fig.axes) == 8
+    assert [ax.get_title() for ax in axes] == ["original", "its explanation", "target", "manipulated",
+                                               "its explanation"]
