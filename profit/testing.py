@@ -1,6 +1,6 @@
 """Robustness specs in a user's own test suite (unittest or pytest).
 
-    from profit.testing import assert_property, assert_robust
+    from profit.testing import assert_explanation_stable, assert_property, assert_robust
 
     def test_digit_is_robust():
         assert_robust("model.onnx", x, eps=0.02, label=7)         # AssertionError if not proven
@@ -16,7 +16,8 @@ VNN-LIB property is unsat (proven). Anything else fails, with a message that nam
 image (or property), the verdict and the margin, and, when falsified, the file the
 counterexample was saved to (`.npy`, in `save_dir`, default $PROFIT_TESTING_DIR or
 ./profit-counterexamples). Unknown and timeout fail too: an unproven property is not a
-passing test.
+passing test. `assert_explanation_stable` passes when certified gradient bounds prove the
+saliency map constant over the eps-ball (or its top-k pixels certified).
 """
 
 from __future__ import annotations
@@ -111,6 +112,39 @@ def assert_property(net: Network | str | Path, vnnlib_path: str | Path, timeout:
     raise NotProvenError(message)
 
 
+def assert_explanation_stable(net: Network | str | Path, x: Tensor | np.ndarray, eps: float, k: int | None = None,
+                              target: int | Tensor | None = None, name: str = "image") -> None:
+    """Assert that the saliency map (d f_target / dx, target default: x's prediction) of each
+    image is stable over its L-inf eps-ball, as proven by `profit.attribution.gradient_bounds`:
+    with k None, the map is the same at every point of the ball (every ReLU stable); with k,
+    the k pixels of largest |gradient| at x are certified top-k everywhere in the ball.
+    Raises `NotProvenError` naming each image, its unstable ReLUs and certified pixels."""
+    from profit.attribution import Saliency, gradient_bounds
+
+    network = _network(net)
+    x = torch.as_tensor(x, dtype=torch.float32)
+    single = x.numel() == math.prod(network.input_shape)
+    batch = fit_to_network(x.reshape(1, *network.input_shape) if single else x, network, name)
+    targets = None if target is None else torch.as_tensor(target, dtype=torch.long).reshape(-1)
+    bounds = gradient_bounds(network, batch, eps, targets)
+    saliency = Saliency(network).attribute(batch, target=bounds.target).flatten(1)  # |gradient| at x
+    failures = []
+    for i in range(len(batch)):
+        label_i = name if single else f"{name}[{i}]"
+        if k is None:
+            if not bool(bounds.constant[i]):
+                failures.append(f"{label_i}: {int(bounds.unstable[i])} ReLUs unstable, the map can change")
+            continue
+        certified = bounds.certified_topk(k)[i].flatten()
+        top = saliency[i].topk(k).indices
+        if not bool(certified[top].all()):
+            failures.append(f"{label_i}: {int(certified[top].sum())} of its top-{k} pixels certified "
+                            f"({int(bounds.unstable[i])} ReLUs unstable)")
+    if failures:
+        what = "saliency map not constant" if k is None else f"top-{k} saliency pixels not certified"
+        raise NotProvenError(f"{what} at eps {eps:g}: " + "; ".join(failures))
+
+
 class ProfitTestCase(unittest.TestCase):
     """A TestCase with the assertions of this module as assert* methods (failures are test
     failures, with the same messages)."""
@@ -130,5 +164,13 @@ class ProfitTestCase(unittest.TestCase):
         except NotProvenError as exc:
             raise self.failureException(str(exc)) from None
 
+    def assertExplanationStable(self, net: Network | str | Path, x: Tensor | np.ndarray, eps: float,  # noqa: N802
+                                k: int | None = None, target: int | Tensor | None = None,
+                                name: str = "image") -> None:
+        try:
+            assert_explanation_stable(net, x, eps, k, target, name)
+        except NotProvenError as exc:
+            raise self.failureException(str(exc)) from None
 
-__all__ = ["NotProvenError", "ProfitTestCase", "assert_property", "assert_robust"]
+
+__all__ = ["NotProvenError", "ProfitTestCase", "assert_explanation_stable", "assert_property", "assert_robust"]

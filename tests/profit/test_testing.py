@@ -86,3 +86,16 @@ def test_assert_property(tmp_path: Path) -> None:
     with pytest.raises(NotProvenError, match="not proven: sat .*counterexample saved to"):
         assert_property(test / "test_sat.onnx", test / "test_prop.vnnlib", timeout=30, save_dir=tmp_path)
     assert (tmp_path / "test_prop.vnnlib.counterexample.txt").read_text().startswith("sat")
+
+
+def test_assert_explanation_stable() -> None:
+    """Tiny eps: the MLP's saliency map is certified constant on sample 0 and its top-5 pixels
+    certified; a large eps leaves ReLUs unstable and fails with a message naming the image."""
+    from networks.datasets import load_samples
+    from profit.testing import NotProvenError, assert_explanation_stable
+
+    images, _ = load_samples()
+    assert_explanation_stable("mnist_mlp", images[:1], eps=1e-5)
+    assert_explanation_stable("mnist_mlp", images[:1], eps=1e-5, k=5)
+    with pytest.raises(NotProvenError, match=r"image\[0\]: \d+ ReLUs unstable"):
+        assert_explanation_stable("mnist_mlp", images[:2], eps=0.05)
