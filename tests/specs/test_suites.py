@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from networks.datasets import shared_dir
-from specs.suites import cem, explanations, proof_features, robustness, vnnlib
+from specs.suites import attribution, cem, explanations, proof_features, robustness, vnnlib
 
 
 def test_small_proof_feature_suite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -34,7 +34,7 @@ def test_results_are_overwritten(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 SMALL = [(robustness.MlpAutoSmall, "MlpAutoSmall"), (robustness.MlpCompleteSmall, "MlpCompleteSmall"),
          (vnnlib.Vnncomp2021Test, "Vnncomp2021Test"), (vnnlib.AcasxuSample, "AcasxuSample"),
          (explanations.Five20Binary, "Five20Binary"), (explanations.Five12Levels3, "Five12Levels3"),
-         (cem.MlpPnKappa2, "MlpPnKappa2")]
+         (cem.MlpPnKappa2, "MlpPnKappa2"), (attribution.MlpEps1e4, "MlpEps1e4")]
 
 
 @pytest.mark.parametrize("case, name", SMALL, ids=[name for _, name in SMALL])
@@ -52,7 +52,7 @@ def test_small_suites(case: type[unittest.TestCase], name: str, tmp_path: Path,
     assert (tmp_path / f"{name}.csv").is_file()
 
 
-@pytest.mark.parametrize("module", [robustness, vnnlib, explanations, proof_features, cem])
+@pytest.mark.parametrize("module", [robustness, vnnlib, explanations, proof_features, cem, attribution])
 def test_every_experiment_is_in_the_readme(module) -> None:
     readme = (Path(module.__file__).parent / "README.md").read_text()
     names = [c.__name__ for c in getattr(module, "EXPERIMENTS", ())] or [
