@@ -36,6 +36,10 @@ _CONSTANT_OPS = {
     "MatMul", "Gather",
 }
 
+# What a network may contain, for capability queries (`profit vnnlib2 supports --onnx-operators`):
+# the ops supported on computed tensors, and Constant (folded).
+SUPPORTED_OPS = frozenset(_DYNAMIC_OPS | {"Constant"})
+
 
 def load_onnx(path: str | Path) -> Network:
     """Load `path` into a `Network`; raises `NetworkError` with a one-line message."""

@@ -35,6 +35,7 @@ from profit.errors import ProfitError
 from profit.data import load_network
 from specs.regions import Box
 from specs.vnnlib import VnnlibProblem, parse_vnnlib, write_counterexample
+from specs.vnnlib2 import Vnnlib2Unsupported, read_query
 
 RESULTS = ("sat", "unsat", "unknown", "timeout")  # first line of a VNN-COMP result file
 
@@ -117,6 +118,38 @@ def run_vnnlib(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float | 
     net = load_network(onnx_path)
     problems = load_problems(net, vnnlib_path)
     remaining = None if timeout is None else max(timeout - (time.perf_counter() - start), 1e-3)
+    decision = decide(net, problems, remaining, onnx_path=net.source, attack=attack)
+    return VnnlibOutcome(decision, time.perf_counter() - start)
+
+
+def run_vnnlib2(query_path: str | Path, networks: dict[str, str | Path], timeout: float | None = None,
+                attack: AttackOptions | None = None) -> VnnlibOutcome:
+    """Decide a VNN-LIB 2.0 query (`specs.vnnlib2`) of the network `networks[name]`, as `run_vnnlib`.
+
+    networks: declared network name -> ONNX file (the `--network NAME=PATH` of VNN-LIB 2.0's
+    solver interface). The query's input and output are flattened row-major, as the
+    network's are; their sizes must be the network's. Raises `Vnnlib2Unsupported` for a
+    query profit cannot decide (several networks, hidden nodes, ...)."""
+    if timeout is not None and not timeout > 0:
+        raise ProfitError(f"timeout must be > 0 seconds, got {timeout}")
+    start = time.perf_counter()
+    query = read_query(query_path)
+    if len(networks) != 1:
+        raise Vnnlib2Unsupported(f"{len(networks)} networks given; only single-network queries are supported")
+    (name, onnx_path), = networks.items()
+    if name != query.network:
+        raise ProfitError(f"{query_path}: declares network {query.network}, got --network {name}=...")
+    net = load_network(onnx_path)
+    n_in, n_out = math.prod(net.input_shape), net.n_outputs
+    for var, size in ((query.input, n_in), (query.output, n_out)):
+        if math.prod(var.shape) != size:
+            raise ProfitError(f"{query_path}: {var.kind} {var.name} has shape {list(var.shape)} "
+                              f"({math.prod(var.shape)} values), the network's has {size}")
+    problems = [VnnlibProblem(Box(p.box.lower.reshape(1, *net.input_shape), p.box.upper.reshape(1, *net.input_shape)),
+                              p.spec) for p in query.problems()]
+    remaining = None if timeout is None else max(timeout - (time.perf_counter() - start), 1e-3)
+    if not problems:  # every disjunct has an empty input box: nothing satisfies the query
+        return VnnlibOutcome(Decision("unsat", None, "parser"), time.perf_counter() - start)
     decision = decide(net, problems, remaining, onnx_path=net.source, attack=attack)
     return VnnlibOutcome(decision, time.perf_counter() - start)
 
