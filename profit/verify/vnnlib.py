@@ -76,9 +76,16 @@ def load_problems(net: Network, vnnlib_path: str | Path) -> list[VnnlibProblem]:
     for p in problems:
         if p.box.lower.numel() != n_inputs:
             raise ProfitError(f"{vnnlib_path}: constrains {p.box.lower.numel()} inputs, the network takes {n_inputs}")
-        box = Box(p.box.lower.reshape(1, *net.input_shape), p.box.upper.reshape(1, *net.input_shape))
-        shaped.append(VnnlibProblem(box, p.spec))
+        shaped.append(_shaped(p, net.input_shape))
     return shaped
+
+
+def _shaped(problem: VnnlibProblem, shape: tuple[int, ...]) -> VnnlibProblem:
+    """The problem with its boxes reshaped to (1, *shape)."""
+    def reshape(box: Box | None) -> Box | None:
+        return None if box is None else Box(box.lower.reshape(1, *shape), box.upper.reshape(1, *shape))
+
+    return VnnlibProblem(reshape(problem.box), problem.spec, reshape(problem.inner))
 
 
 def decide(
@@ -95,12 +102,14 @@ def decide(
     counterexamples (default net.source); attack: replaces options.attack if given.
     decided_by is "bab-<mode>" with mode attack, input or relu (what ran last).
     """
+    net = net.flat_output()  # VNN-LIB's Y_j index the flattened output
     onnx = Path(onnx_path or net.source)
     if not onnx.is_file():
         raise ProfitError(f"the network's ONNX file is needed to confirm counterexamples (got '{onnx}')")
     if attack is not None:
         options = replace(options, attack=attack)
-    outcome = check_problems(net, [(p.box, p.spec) for p in problems], timeout, options, onnx_path=onnx)
+    outcome = check_problems(net, [(p.box, p.spec) for p in problems], timeout, options, onnx_path=onnx,
+                             attack_regions=[p.inner for p in problems])
     by = f"bab-{outcome.stats.mode or 'attack'}"
     if isinstance(outcome, Proven):
         return Decision("unsat", None, by)
@@ -145,8 +154,7 @@ def run_vnnlib2(query_path: str | Path, networks: dict[str, str | Path], timeout
         if math.prod(var.shape) != size:
             raise ProfitError(f"{query_path}: {var.kind} {var.name} has shape {list(var.shape)} "
                               f"({math.prod(var.shape)} values), the network's has {size}")
-    problems = [VnnlibProblem(Box(p.box.lower.reshape(1, *net.input_shape), p.box.upper.reshape(1, *net.input_shape)),
-                              p.spec) for p in query.problems()]
+    problems = [_shaped(p, net.input_shape) for p in query.problems()]
     remaining = None if timeout is None else max(timeout - (time.perf_counter() - start), 1e-3)
     if not problems:  # every disjunct has an empty input box: nothing satisfies the query
         return VnnlibOutcome(Decision("unsat", None, "parser"), time.perf_counter() - start)
