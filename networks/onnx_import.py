@@ -47,8 +47,9 @@ _CONSTANT_OPS = {
 }
 
 # What a network may contain, for capability queries (`profit vnnlib2 supports --onnx-operators`):
-# the ops supported on computed tensors (Cast: to float or double only), and Constant (folded).
-SUPPORTED_OPS = frozenset(_DYNAMIC_OPS | {"Constant"})
+# the ops supported on computed tensors, and Constant (folded). Not Cast: only its identity forms
+# (to float or double) load, the casts that matter (to bool or integers) do not.
+SUPPORTED_OPS = frozenset((_DYNAMIC_OPS - {"Cast"}) | {"Constant"})
 
 
 def load_onnx(path: str | Path) -> Network:
@@ -526,12 +527,13 @@ class _Converter:
             return
         self.emit(node.output[0], Transpose(tuple(perm)), (self.dyn(x),), node.op_type)
 
-    def pool_params(self, node) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int, int, int]]:
+    def pool_params(self, node, ceil: bool = False) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int, int, int]]:
+        """kernel, strides and pads (top, left, bottom, right); ceil: ceil_mode=1 is allowed (MaxPool)."""
         a = _attrs(node)
         kernel = tuple(a["kernel_shape"])
         if len(kernel) != 2:
             raise self.fail(node, f"only 2-D pooling is supported (kernel {kernel})")
-        if a.get("ceil_mode", 0):
+        if a.get("ceil_mode", 0) and not ceil:
             raise self.fail(node, "ceil_mode=1")
         if any(d != 1 for d in a.get("dilations", (1, 1))):
             raise self.fail(node, "dilations")
@@ -555,8 +557,25 @@ class _Converter:
         self.emit(node.output[0], AvgPool(kernel, kernel), (self.dyn(node.input[0]),), node.op_type)
 
     def maxpool(self, node) -> None:
-        kernel, stride, pads = self.pool_params(node)
+        kernel, stride, pads = self.pool_params(node, ceil=True)
+        if _attrs(node).get("ceil_mode", 0):
+            pads = self.ceil_pads(kernel, stride, pads, self.shape(node.input[0])[-2:])
         self.emit(node.output[0], MaxPool(kernel, stride, pads), (self.dyn(node.input[0]),), node.op_type)
+
+    @staticmethod
+    def ceil_pads(kernel: tuple[int, int], stride: tuple[int, int], pads: tuple[int, int, int, int],
+                  size: tuple[int, ...]) -> tuple[int, int, int, int]:
+        """ceil_mode=1 as extra bottom/right padding (padded cells never win a MaxPool): ONNX's
+        output size ceil((in + pads - k) / s) + 1, less one if the last window would start in
+        the end padding."""
+        extra = []
+        for d in range(2):
+            span = size[d] + pads[d] + pads[d + 2]
+            out = -(-(span - kernel[d]) // stride[d]) + 1
+            if (out - 1) * stride[d] >= size[d] + pads[d]:
+                out -= 1
+            extra.append(max(0, (out - 1) * stride[d] + kernel[d] - span))
+        return pads[0], pads[1], pads[2] + extra[0], pads[3] + extra[1]
 
     def pad(self, node) -> None:
         a = _attrs(node)

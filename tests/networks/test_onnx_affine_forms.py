@@ -96,3 +96,13 @@ def test_an_unused_split_output_is_not_emitted() -> None:
     nodes = [_node("Split", ["x", "parts"], ["a", "b"], axis=1), _node("Relu", ["b"], ["y"])]
     net = _check(_model(nodes, (4,), {"parts": np.array([1, 3], I64)}))
     assert len(net.nodes) == 3
+
+
+@pytest.mark.parametrize("size, kernel, stride, pads", [
+    (3, 2, 2, [0, 0, 0, 0]), (5, 3, 2, [0, 0, 0, 0]), (6, 3, 2, [1, 1, 0, 0]), (4, 2, 3, [0, 0, 1, 1]),
+])
+def test_maxpool_ceil_mode(size: int, kernel: int, stride: int, pads: list[int]) -> None:
+    """ceil_mode=1 keeps the last partial window (extra end padding that never wins)."""
+    node = _node("MaxPool", ["x"], ["y"], kernel_shape=[kernel, kernel], strides=[stride, stride], pads=pads,
+                 ceil_mode=1)
+    _check(_model([node], (2, size, size)))
