@@ -5,8 +5,10 @@ Supported: `(vnnlib-version <2.0>)`; one `(declare-network N (declare-input X T 
 (`real`, `float16/32/64`); asserts over `X[i, j, ...]` and `Y[...]` with the operators of
 VNN-LIB 1.0. An indexed variable becomes its row-major position in the declared shape
 (`X[1,0]` of a [2, 3] input is X_3), the order in which a network's input and output are
-flattened. Everything else (several networks or inputs or outputs, hidden nodes, integer
-types) raises `Vnnlib2Unsupported`: a solver answers `unknown` to such a query, it is not
+flattened. Hidden tensors (`(declare-hidden H T [shape] "onnx-name")`) become the first Y_j,
+the output follows them: the network to decide is the ONNX model with those tensors and its
+output flattened and concatenated (`profit.verify.vnnlib.run_vnnlib2` builds it). Everything
+else (several networks or inputs or outputs, integer types) raises `Vnnlib2Unsupported`: a solver answers `unknown` to such a query, it is not
 malformed. Line numbers of later errors (`VnnlibError` from `parse_vnnlib`) are those of
 the 2.0 text: every top-level expression is written back on the line it started on.
 """
@@ -29,10 +31,11 @@ class Vnnlib2Unsupported(VnnlibError):
 class Variable:
     """A declared tensor: its kind ('input' | 'output'), name, element type and shape."""
 
-    kind: str
+    kind: str  # 'input' | 'hidden' | 'output'
     name: str
     dtype: str
     shape: tuple[int, ...]
+    tensor: str = ""  # a hidden variable's ONNX tensor name
 
 
 @dataclass(frozen=True)
@@ -43,10 +46,20 @@ class Query:
     input: Variable
     output: Variable
     text: str  # VNN-LIB 1.0, same line numbers as the 2.0 text
+    hidden: tuple[Variable, ...] = ()  # hidden tensors: Y_j for j < their total size, then the output
+    name: str = "<string>"  # the file, for messages
+
+    @property
+    def n_outputs(self) -> int:
+        """The width of Y in the 1.0 text: the hidden tensors' sizes, then the output's."""
+        return sum(math.prod(v.shape) for v in (*self.hidden, self.output))
 
     def problems(self) -> list[VnnlibProblem]:
         """The 1.0 text parsed against the declared sizes (see `specs.vnnlib.parse_vnnlib`)."""
-        return parse_vnnlib(self.text, math.prod(self.input.shape), math.prod(self.output.shape))
+        try:
+            return parse_vnnlib(self.text, math.prod(self.input.shape), self.n_outputs)
+        except VnnlibError as exc:
+            raise VnnlibError(str(exc).replace("<string>", self.name, 1)) from None
 
 
 _TOKEN = re.compile(r"\[[^\]]*\]|<[^>\s()]*>|\"[^\"]*\"|[()]|[^\s();\[\"]+(?:\[[^\]]*\])?")
@@ -90,17 +103,22 @@ def _shape(token: str, where: str) -> tuple[int, ...]:
     return dims or (1,)
 
 
-def _network(items: list, where: str) -> tuple[str, Variable, Variable]:
-    """The name, input and output of a `declare-network` block."""
+def _network(items: list, where: str) -> tuple[str, Variable, Variable, tuple[Variable, ...]]:
+    """The name, input, output and hidden tensors of a `declare-network` block."""
     if len(items) < 2 or not isinstance(items[1], str):
         raise VnnlibError(f"{where}: expected (declare-network NAME ...)")
-    inputs, outputs = [], []
+    inputs, outputs, hidden = [], [], []
     for decl in items[2:]:
         if not isinstance(decl, list) or not decl or not isinstance(decl[0], str):
             raise VnnlibError(f"{where}: expected (declare-input ...) or (declare-output ...) in {items[1]}")
         head = decl[0]
         if head == "declare-hidden":
-            raise Vnnlib2Unsupported(f"{where}: hidden-node constraints (declare-hidden) are not supported")
+            if len(decl) != 5 or not all(isinstance(d, str) for d in decl[1:]) or not decl[4].startswith('"'):
+                raise VnnlibError(f'{where}: expected (declare-hidden NAME TYPE [shape] "onnx-tensor")')
+            if decl[2] not in _FLOAT_TYPES:
+                raise Vnnlib2Unsupported(f"{where}: element type {decl[2]} of {decl[1]} is not supported")
+            hidden.append(Variable("hidden", decl[1], decl[2], _shape(decl[3], where), decl[4].strip('"')))
+            continue
         if head not in ("declare-input", "declare-output"):
             raise VnnlibError(f"{where}: unknown declaration {head!r} in network {items[1]}")
         if len(decl) < 4 or not all(isinstance(d, str) for d in decl[1:4]):
@@ -113,18 +131,19 @@ def _network(items: list, where: str) -> tuple[str, Variable, Variable]:
     if len(inputs) != 1 or len(outputs) != 1:
         raise Vnnlib2Unsupported(f"{where}: network {items[1]} declares {len(inputs)} inputs and "
                                  f"{len(outputs)} outputs; only one of each is supported")
-    return items[1], inputs[0], outputs[0]
+    return items[1], inputs[0], outputs[0], tuple(hidden)
 
 
-def _render(node: list | str, names: dict[str, Variable], where: str) -> str:
-    """An assert back as 1.0 text, `NAME[i, ...]` replaced by X_k / Y_k."""
+def _render(node: list | str, names: dict[str, tuple[Variable, int]], where: str) -> str:
+    """An assert back as 1.0 text, `NAME[i, ...]` replaced by X_k / Y_k (names: variable and the
+    offset of its first value)."""
     if isinstance(node, list):
         return "(" + " ".join(_render(n, names, where) for n in node) + ")"
     if "[" in node and node.endswith("]"):
         base, index = node.split("[", 1)
-        var = names.get(base)
-        if var is None:
+        if base not in names:
             raise VnnlibError(f"{where}: undeclared variable {base!r}")
+        var, offset = names[base]
         try:
             idx = [int(i) for i in index[:-1].replace(",", " ").split()]
         except ValueError:
@@ -139,7 +158,7 @@ def _render(node: list | str, names: dict[str, Variable], where: str) -> str:
                 flat = flat * d + i
         if not ok:
             raise VnnlibError(f"{where}: index {node} out of range for {var.name} of shape {list(var.shape)}")
-        return f"{'X' if var.kind == 'input' else 'Y'}_{flat}"
+        return f"{'X' if var.kind == 'input' else 'Y'}_{offset + flat}"
     if node in names:
         raise Vnnlib2Unsupported(f"{where}: {node} is used without an index")
     return node
@@ -150,7 +169,7 @@ def translate(text: str, name: str = "<string>") -> Query:
 
     Raises `Vnnlib2Unsupported` for queries profit cannot express, `VnnlibError` for
     malformed ones; both messages start with `name:line:`."""
-    networks: list[tuple[str, Variable, Variable]] = []
+    networks: list[tuple[str, Variable, Variable, tuple[Variable, ...]]] = []
     lines = [""] * (text.count("\n") + 1)
     asserts: list[tuple[list, int]] = []
     for items, line in _sexprs(text, name):
@@ -169,15 +188,19 @@ def translate(text: str, name: str = "<string>") -> Query:
     if len(networks) != 1:
         raise Vnnlib2Unsupported(f"{name}:1: {len(networks)} networks declared; only single-network queries "
                                  "are supported")
-    net, x, y = networks[0]
-    if x.name == y.name:
-        raise VnnlibError(f"{name}:1: input and output are both named {x.name}")
-    names = {x.name: x, y.name: y}
+    net, x, y, hidden = networks[0]
+    names: dict[str, tuple[Variable, int]] = {x.name: (x, 0)}
+    offset = 0
+    for var in (*hidden, y):
+        if var.name in names:
+            raise VnnlibError(f"{name}:1: {var.name} is declared twice")
+        names[var.name] = (var, offset)
+        offset += math.prod(var.shape)
     for items, line in asserts:
         lines[line - 1] += _render(items, names, f"{name}:{line}") + " "
     lines[0] = " ".join([f"(declare-const X_{i} Real)" for i in range(math.prod(x.shape))]
-                        + [f"(declare-const Y_{j} Real)" for j in range(math.prod(y.shape))]) + " " + lines[0]
-    return Query(net, x, y, "\n".join(lines))
+                        + [f"(declare-const Y_{j} Real)" for j in range(offset)]) + " " + lines[0]
+    return Query(net, x, y, "\n".join(lines), hidden, name)
 
 
 def read_query(path: str | Path) -> Query:

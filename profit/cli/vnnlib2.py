@@ -2,7 +2,7 @@
 
 Prints the verdict as the first word on stdout (`sat`, `unsat` or `unknown`), as VNN-LIB 2.0
 (Chapter 5) and the `vnnlib-satisfactory` suite expect; a query profit cannot decide
-(several networks, hidden nodes, an unsupported ONNX op...) prints `unknown` and a
+(several networks, constraints mixing inputs and outputs, an unsupported ONNX op...) prints `unknown` and a
 one-line reason and exits 0. `profit vnnlib2 supports --FLAG` answers the capability
 queries of the same chapter (one item per line). `vnncomp/vnnlib2` is this command as
 one executable, for harnesses that take a single program path.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from profit.cli.common import THREADS_ARG, arg, command, set_threads
+from profit.cli.common import THREADS_ARG, arg, command, set_threads, user_errors
 from profit.errors import ProfitError
 
 _START = time.perf_counter()  # the module is imported right after start-up: the budget counts from here
@@ -21,10 +21,11 @@ _MARGIN = 0.15  # fraction of --timeout kept for start-up, exit and the caller's
 
 # The capability answers. Theories (VNN-LIB 2.0 Chapter 4): one network (SNET), one input
 # and one output (SIO), bounds on the inputs and linear constraints on the outputs (BND,
-# OUTC; not LIN, whose constraints mix or combine inputs, nor POLY); no hidden nodes.
+# OUTC; not LIN, whose constraints mix or combine inputs, nor POLY); hidden nodes (H: linear
+# constraints over hidden tensors and outputs, not mixed with inputs).
 _THEORIES = {
     "multiple_network_theories": ("SNET",),
-    "hidden_node_theories": (),
+    "hidden_node_theories": ("H",),
     "multiple_input_output_theories": ("SIO",),
     "arithmetic_complexity_theories": ("BND", "OUTC"),
     "onnx_opset_versions": ("1", "21"),
@@ -76,12 +77,12 @@ def _verify(args: argparse.Namespace) -> int:
         budget = max(args.timeout * (1 - _MARGIN) - (time.perf_counter() - _START), 0.1)
     try:
         outcome = run_vnnlib2(args.query, _networks(args.network), timeout=budget)
-    except (Vnnlib2Unsupported, UnsupportedOpError) as exc:
-        print("unknown")
-        print(f"reason: {' '.join(str(exc).split())}")
-        return 0
-    except Exception:
-        print("unknown", flush=True)  # the verdict a harness reads, before the error line on stderr
+    except Exception as exc:
+        print("unknown", flush=True)  # the verdict a harness reads, before any error line on stderr
+        if isinstance(exc, user_errors()):
+            print(f"reason: {' '.join(str(exc).split())}", flush=True)
+            if isinstance(exc, (Vnnlib2Unsupported, UnsupportedOpError)):
+                return 0  # a valid query profit cannot decide: unknown is the answer
         raise
     result = "unknown" if outcome.result == "timeout" else outcome.result
     print(result)
@@ -104,7 +105,7 @@ COMMAND = command(
     arg("--timeout", type=float, metavar="S", help="seconds in all, start-up included (default: none)"),
     arg("--onnx-operators", action="store_true", help="supports: the ONNX ops profit loads"),
     arg("--multiple-network-theories", action="store_true", help="supports: network theories (SNET)"),
-    arg("--hidden-node-theories", action="store_true", help="supports: hidden-node theories (none)"),
+    arg("--hidden-node-theories", action="store_true", help="supports: hidden-node theories (H)"),
     arg("--multiple-input-output-theories", action="store_true", help="supports: input/output theories (SIO)"),
     arg("--arithmetic-complexity-theories", action="store_true", help="supports: arithmetic theories (BND, OUTC)"),
     arg("--onnx-opset-versions", action="store_true", help="supports: minimum and maximum ONNX opset"),

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import math
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -148,18 +149,56 @@ def run_vnnlib2(query_path: str | Path, networks: dict[str, str | Path], timeout
     (name, onnx_path), = networks.items()
     if name != query.network:
         raise ProfitError(f"{query_path}: declares network {query.network}, got --network {name}=...")
-    net = load_network(onnx_path)
-    n_in, n_out = math.prod(net.input_shape), net.n_outputs
-    for var, size in ((query.input, n_in), (query.output, n_out)):
-        if math.prod(var.shape) != size:
-            raise ProfitError(f"{query_path}: {var.kind} {var.name} has shape {list(var.shape)} "
-                              f"({math.prod(var.shape)} values), the network's has {size}")
-    problems = [_shaped(p, net.input_shape) for p in query.problems()]
-    remaining = None if timeout is None else max(timeout - (time.perf_counter() - start), 1e-3)
-    if not problems:  # every disjunct has an empty input box: nothing satisfies the query
-        return VnnlibOutcome(Decision("unsat", None, "parser"), time.perf_counter() - start)
-    decision = decide(net, problems, remaining, onnx_path=net.source, attack=attack)
+    with tempfile.TemporaryDirectory(prefix="profit-vnnlib2-") as folder:
+        if query.hidden:
+            onnx_path = _with_hidden_outputs(onnx_path, [v.tensor for v in query.hidden], Path(folder) / "hidden.onnx")
+        net = load_network(onnx_path)
+        n_in, n_out = math.prod(net.input_shape), net.n_outputs
+        for var, size in ((query.input, n_in), (query.output, n_out - query.n_outputs + math.prod(query.output.shape))):
+            if math.prod(var.shape) != size:
+                raise ProfitError(f"{query_path}: {var.kind} {var.name} has shape {list(var.shape)} "
+                                  f"({math.prod(var.shape)} values), the network's has {size}")
+        problems = [_shaped(p, net.input_shape) for p in query.problems()]
+        remaining = None if timeout is None else max(timeout - (time.perf_counter() - start), 1e-3)
+        if not problems:  # every disjunct has an empty input box: nothing satisfies the query
+            return VnnlibOutcome(Decision("unsat", None, "parser"), time.perf_counter() - start)
+        decision = decide(net, problems, remaining, onnx_path=net.source, attack=attack)
     return VnnlibOutcome(decision, time.perf_counter() - start)
+
+
+def _with_hidden_outputs(onnx_path: str | Path, tensors: list[str], out: Path) -> Path:
+    """The ONNX model whose one output is its hidden `tensors` and then its output, each reshaped
+    to (1, -1), concatenated: the values VNN-LIB 2.0's hidden variables and output name, in order.
+    The same file confirms counterexamples, so a `sat` is still checked by onnxruntime."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from networks.ir import NetworkError
+
+    try:
+        model = onnx.load(str(onnx_path))
+    except Exception as exc:
+        raise NetworkError(f"{onnx_path}: not a readable ONNX model ({type(exc).__name__})") from None
+    graph = model.graph
+    if len(graph.output) != 1:
+        raise Vnnlib2Unsupported(f"{onnx_path}: {len(graph.output)} outputs; only one is supported")
+    known = {o for n in graph.node for o in n.output} | {i.name for i in graph.input}
+    missing = [t for t in tensors if t not in known]
+    if missing:
+        raise ProfitError(f"{onnx_path}: no tensor named {', '.join(missing)} (declare-hidden)")
+    shape_name = "profit_hidden/shape"
+    graph.initializer.append(numpy_helper.from_array(np.array([1, -1], np.int64), shape_name))
+    flat = []
+    for k, tensor in enumerate([*tensors, graph.output[0].name]):
+        flat.append(f"profit_hidden/flat{k}")
+        graph.node.append(helper.make_node("Reshape", [tensor, shape_name], [flat[-1]]))
+    graph.node.append(helper.make_node("Concat", flat, ["profit_hidden/all"], axis=1))
+    dtype = graph.output[0].type.tensor_type.elem_type
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info("profit_hidden/all", dtype, None))
+    onnx.save(model, str(out))
+    return out
 
 
 @dataclass(frozen=True)

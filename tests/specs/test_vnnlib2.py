@@ -41,10 +41,14 @@ def test_two_networks_are_unsupported() -> None:
         translate(HEAD + second + "(assert (<= X[0,0] 1))")
 
 
-def test_hidden_nodes_and_integer_types_are_unsupported() -> None:
-    hidden = HEAD.replace("    (declare-output", '    (declare-hidden H float32 [1] "h")\n    (declare-output')
-    with pytest.raises(Vnnlib2Unsupported, match="hidden"):
-        translate(hidden)
+def test_hidden_tensors_come_first_in_y() -> None:
+    hidden = HEAD.replace("    (declare-output", '    (declare-hidden H float32 [3] "h")\n    (declare-output')
+    query = translate(hidden + "(assert (<= H[2] Y[0, 1]))")
+    assert [v.tensor for v in query.hidden] == ["h"] and query.n_outputs == 5
+    assert "(<= Y_2 Y_4)" in query.text
+
+
+def test_integer_types_are_unsupported() -> None:
     with pytest.raises(Vnnlib2Unsupported, match="int64"):
         translate(HEAD.replace("real", "int64"))
 

@@ -74,20 +74,17 @@ def test_cli_prints_the_verdict_first(tmp_path: Path, capsys: pytest.CaptureFixt
     assert capsys.readouterr().out.split()[0] == "unsat"
 
 
-@pytest.mark.parametrize("case", ["hidden", "two networks", "unsupported op"])
+@pytest.mark.parametrize("case", ["two networks", "unsupported op"])
 def test_what_profit_cannot_express_is_unknown_with_a_reason(case: str, tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     net = _conv_net(tmp_path)
     networks = ["--network", f"N={net}"]
-    extra = ""
-    if case == "hidden":
-        extra = '  (declare-hidden H float32 [1] "h")\n'
-    elif case == "two networks":
+    if case == "two networks":
         networks += ["--network", f"M={net}"]
     else:
         net = _save(tmp_path / "sm.onnx", [helper.make_node("Softmax", ["x"], ["y"])], [1, 1, 3, 3], [1, 1, 3, 3], {})
         networks = ["--network", f"N={net}"]
-    query = _query(tmp_path, "(>= Y[0,0,0,0] 5.0)", extra=extra)
+    query = _query(tmp_path, "(>= Y[0,0,0,0] 5.0)")
     assert main(["vnnlib2", "verify", str(query), *networks, "--timeout", "10"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "unknown" and len(out) == 2 and out[1].startswith("reason: ")
@@ -116,3 +113,32 @@ def test_input_splitting_with_only_unsplittable_boxes_left(tmp_path: Path) -> No
                               "(assert (>= X_0 1.0))(assert (<= X_0 1000.0))(assert (<= Y_0 1.0))")
     outcome = check_problems(load_onnx(net_path), [(problem.box, problem.spec)], 20, onnx_path=net_path)
     assert type(outcome).__name__ == "Unknown" and "precision" in outcome.reason
+
+
+def _hidden_net(tmp_path: Path) -> Path:
+    """h = relu(x - 0.5) (the tensor "h"), y = 2 h + 1, on x (1, 2)."""
+    nodes = [helper.make_node("Sub", ["x", "half"], ["s"]), helper.make_node("Relu", ["s"], ["h"]),
+             helper.make_node("Mul", ["h", "two"], ["m"]), helper.make_node("Add", ["m", "one"], ["y"])]
+    return _save(tmp_path / "hidden.onnx", nodes, [1, 2], [1, 2],
+                 {"half": np.full(2, 0.5), "two": np.full(2, 2.0), "one": np.ones(2)})
+
+
+@pytest.mark.parametrize("constraint, expected", [
+    ("(<= H[0,1] -0.1)", "unsat"),  # a ReLU output is never negative
+    ("(and (>= H[0,0] 0.4) (<= Y[0,0] 1.5))", "unsat"),  # y = 2 h + 1 >= 1.8
+    ("(and (>= H[0,1] 0.4) (>= Y[0,1] 1.8))", "sat"),
+])
+def test_hidden_tensors(constraint: str, expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    net = _hidden_net(tmp_path)
+    query = _query(tmp_path, constraint, "1, 2", "1, 2", extra='  (declare-hidden H float32 [1, 2] "h")\n')
+    assert main(["vnnlib2", "verify", str(query), "--network", f"N={net}", "--timeout", "20"]) == 0
+    assert capsys.readouterr().out.split()[0] == expected
+
+
+def test_a_constraint_mixing_inputs_and_outputs_is_unknown_and_bad_input(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    net, query = _conv_net(tmp_path), _query(tmp_path, "(>= Y[0,0,0,0] X[0,0,0,0])")
+    assert main(["vnnlib2", "verify", str(query), "--network", f"N={net}"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[0] == "unknown" and str(query) in captured.out
+    assert captured.err.startswith("profit: error: ") and len(captured.err.splitlines()) == 1
