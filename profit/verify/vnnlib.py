@@ -29,7 +29,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from networks.ir import Network
+from networks.ir import Network, UnsupportedOpError
 from profit.attacks import AttackOptions
 from profit.bab import BabOptions, Counterexample, Proven, check_problems
 from profit.errors import ProfitError
@@ -152,7 +152,13 @@ def run_vnnlib2(query_path: str | Path, networks: dict[str, str | Path], timeout
     with tempfile.TemporaryDirectory(prefix="profit-vnnlib2-") as folder:
         if query.hidden:
             onnx_path = _with_hidden_outputs(onnx_path, [v.tensor for v in query.hidden], Path(folder) / "hidden.onnx")
-        net = load_network(onnx_path)
+        try:
+            net = load_network(onnx_path)
+        except UnsupportedOpError as exc:  # no proof possible: look for a counterexample with onnxruntime alone
+            decision = _sample_onnx(onnx_path, query.problems(), time.perf_counter() + (timeout or 30.0) / 2)
+            if decision is None:
+                raise
+            return VnnlibOutcome(decision, time.perf_counter() - start)
         n_in, n_out = math.prod(net.input_shape), net.n_outputs
         for var, size in ((query.input, n_in), (query.output, n_out - query.n_outputs + math.prod(query.output.shape))):
             if math.prod(var.shape) != size:
@@ -164,6 +170,46 @@ def run_vnnlib2(query_path: str | Path, networks: dict[str, str | Path], timeout
             return VnnlibOutcome(Decision("unsat", None, "parser"), time.perf_counter() - start)
         decision = decide(net, problems, remaining, onnx_path=net.source, attack=attack)
     return VnnlibOutcome(decision, time.perf_counter() - start)
+
+
+_SAMPLES = 2000  # random points per problem for `_sample_onnx`, besides the box's centre and corners
+
+
+def _sample_onnx(onnx_path: str | Path, problems: list[VnnlibProblem], deadline: float) -> Decision | None:
+    """sat with a counterexample found by running onnxruntime alone (for a network the IR cannot
+    hold) on each problem's centre, corners (up to 2^10) and random points of its attack box, or None.
+    The points lie in the float32 box inside the bounds as written; onnxruntime's outputs violate
+    the problem's spec: the same two conditions as every other `sat`."""
+    import numpy as np
+    import torch
+
+    from profit.attacks import session
+
+    sess = session(onnx_path)
+    feed = sess.get_inputs()[0]
+    dims = [d if isinstance(d, int) else 1 for d in feed.shape]
+    rng = np.random.default_rng(0)
+    for problem in problems:
+        if problem.inner is None:
+            continue
+        lo, hi = problem.inner.lower.reshape(-1).double().numpy(), problem.inner.upper.reshape(-1).double().numpy()
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all()) or lo.size != math.prod(dims):
+            return None
+        points = [(lo + hi) / 2]
+        if lo.size <= 10:
+            corners = np.array(np.meshgrid(*[[0, 1]] * lo.size)).reshape(lo.size, -1).T
+            points += list(np.where(corners == 1, hi, lo))
+        points += list(lo + (hi - lo) * rng.random((_SAMPLES, lo.size)))
+        for x in points:
+            if time.perf_counter() > deadline:
+                return None
+            x32 = np.clip(x, lo, hi).astype(np.float32)
+            y = np.asarray(sess.run(None, {feed.name: x32.reshape(dims)})[0], dtype=np.float64).reshape(1, -1)
+            if y.shape[1] != problem.spec.n_outputs or not np.isfinite(y).all():
+                return None
+            if float(problem.spec.margin(torch.from_numpy(y))[0]) <= 0:
+                return Decision("sat", (torch.from_numpy(x32), torch.from_numpy(y[0])), "onnx-sampling")
+    return None
 
 
 def _with_hidden_outputs(onnx_path: str | Path, tensors: list[str], out: Path) -> Path:

@@ -142,3 +142,18 @@ def test_a_constraint_mixing_inputs_and_outputs_is_unknown_and_bad_input(
     captured = capsys.readouterr()
     assert captured.out.splitlines()[0] == "unknown" and str(query) in captured.out
     assert captured.err.startswith("profit: error: ") and len(captured.err.splitlines()) == 1
+
+
+def test_a_network_the_ir_cannot_hold_is_falsified_with_onnxruntime_alone(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """y = x * x (Mul of two computed tensors, no IR form): sat at a corner, found by sampling and
+    confirmed by onnxruntime; the unsat direction stays unknown (no proof without the IR)."""
+    net = _save(tmp_path / "square.onnx", [helper.make_node("Mul", ["x", "x"], ["y"])], [1, 2], [1, 2], {})
+    outcome = run_vnnlib2(_query(tmp_path, "(>= Y[0,1] 0.99)", "1, 2", "1, 2"), {"N": str(net)}, timeout=20)
+    assert outcome.result == "sat" and outcome.decision.decided_by == "onnx-sampling"
+    x, y = outcome.decision.counterexample
+    assert float(x[1]) ** 2 >= 0.99 and ((0 <= x) & (x <= 1)).all() and abs(float(y[1]) - float(x[1]) ** 2) < 1e-6
+    query = _query(tmp_path, "(>= Y[0,1] 1.5)", "1, 2", "1, 2")
+    assert main(["vnnlib2", "verify", str(query), "--network", f"N={net}", "--timeout", "10"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "unknown" and "Mul" in out[1]
