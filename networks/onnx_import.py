@@ -47,9 +47,10 @@ _CONSTANT_OPS = {
 }
 
 # What a network may contain, for capability queries (`profit vnnlib2 supports --onnx-operators`):
-# the ops supported on computed tensors, and Constant (folded). Not Cast: only its identity forms
-# (to float or double) load, the casts that matter (to bool or integers) do not.
-SUPPORTED_OPS = frozenset((_DYNAMIC_OPS - {"Cast"}) | {"Constant"})
+# the ops supported on computed tensors, and Constant and ConstantOfShape (folded: the latter's input
+# is a shape, which Shape folds). Not Cast: only its identity forms (to float or double) load, the
+# casts that matter (to bool or integers) do not.
+SUPPORTED_OPS = frozenset((_DYNAMIC_OPS - {"Cast"}) | {"Constant", "ConstantOfShape"})
 
 
 def load_onnx(path: str | Path) -> Network:
