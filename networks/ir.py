@@ -348,6 +348,17 @@ class Network:
     __call__ = forward
 
     def logits(self, x: Tensor) -> Tensor:
-        """The output flattened to (B, n_outputs)."""
+        """The output flattened to (B, n_outputs) (B may be 0)."""
         y = self.forward(x)
-        return y.reshape(y.shape[0], -1)
+        return y.reshape(y.shape[0], self.n_outputs)
+
+    def flat_output(self) -> Network:
+        """This network with its output flattened to (n_outputs,) (a trailing Reshape when its
+        output has another shape): specs read output j as the j-th value in row-major order."""
+        if self.output_shape == (self.n_outputs,):
+            return self
+        name = self.output.name + "/flat"
+        while any(n.name == name for n in self.nodes):
+            name += "_"
+        node = Node(name, Reshape((self.n_outputs,)), (self.output.name,), (self.n_outputs,), "Flatten")
+        return dataclasses.replace(self, nodes=(*self.nodes, node))

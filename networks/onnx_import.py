@@ -28,13 +28,29 @@ _DYNAMIC_OPS = {
     "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Conv", "Relu", "Sigmoid", "Tanh", "Flatten",
     "Reshape", "Transpose", "BatchNormalization", "AveragePool", "MaxPool", "Pad", "Concat",
     "Identity", "Dropout", "Squeeze", "Unsqueeze", "Shape", "GlobalAveragePool",
+    "Slice", "Gather", "Split", "ReduceSum", "ReduceMean", "Neg", "Expand", "Cast",
 }
+# Ops that are affine in their one computed input when their other inputs are constant: a
+# specialised handler that rejects a form (or no handler) falls back to `_Converter.affine_map`.
+_AFFINE_OPS = {
+    "Slice", "Gather", "Split", "ReduceSum", "ReduceMean", "Neg", "Expand", "Cast", "Concat", "Transpose",
+    "Add", "Sub", "Mul", "Div", "Conv", "Gemm", "MatMul", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Pad",
+    "AveragePool", "GlobalAveragePool", "BatchNormalization",
+}
+_AFFINE_MAX_INPUTS = 4096  # affine_map evaluates the op on each basis vector: small tensors only
+_AFFINE_MAX_WEIGHTS = 2 ** 24
 # Ops that are only folded when all their inputs are constant.
 _CONSTANT_OPS = {
     "Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Reshape",
     "Add", "Sub", "Mul", "Div", "Identity", "Slice", "ConstantOfShape", "Transpose", "Flatten",
     "MatMul", "Gather",
 }
+
+# What a network may contain, for capability queries (`profit vnnlib2 supports --onnx-operators`):
+# the ops supported on computed tensors, and Constant and ConstantOfShape (folded: the latter's input
+# is a shape, which Shape folds). Not Cast: only its identity forms (to float or double) load, the
+# casts that matter (to bool or integers) do not.
+SUPPORTED_OPS = frozenset((_DYNAMIC_OPS - {"Cast"}) | {"Constant", "ConstantOfShape"})
 
 
 def load_onnx(path: str | Path) -> Network:
@@ -51,9 +67,22 @@ def load_onnx(path: str | Path) -> Network:
     return from_model(model, source=str(path))
 
 
+class _BatchAxisError(UnsupportedOpError):
+    """An op moves, mixes or slices the (size-1) batch axis."""
+
+
 def from_model(model: onnx.ModelProto, source: str = "<onnx>") -> Network:
-    """Convert an in-memory ONNX model."""
-    return _Converter(model, source).convert()
+    """Convert an in-memory ONNX model. An input of shape (1, ...) is read as a batch of one,
+    unless an op works along that axis (e.g. a Transpose moving it): then the whole model is
+    converted again with the leading 1 as an ordinary dimension of the one sample."""
+    try:
+        return _Converter(model, source).convert()
+    except _BatchAxisError as first:
+        dims = [d.dim_value if d.HasField("dim_value") else None
+                for i in model.graph.input for d in i.type.tensor_type.shape.dim][:1]
+        if dims != [1]:
+            raise UnsupportedOpError(str(first)) from None
+        return _Converter(model, source, batch_axis=False).convert()
 
 
 def _attrs(node: onnx.NodeProto) -> dict:
@@ -67,7 +96,9 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
 class _Converter:
     """One-shot ONNX -> IR conversion state."""
 
-    def __init__(self, model: onnx.ModelProto, source: str) -> None:
+    def __init__(self, model: onnx.ModelProto, source: str, batch_axis: bool = True) -> None:
+        self.model = model
+        self.batch_axis = batch_axis  # False: a leading dim of 1 is an ordinary dim, not the batch axis
         self.graph = model.graph
         self.source = source
         self.consts: dict[str, np.ndarray] = {
@@ -84,6 +115,10 @@ class _Converter:
     def fail(self, node: onnx.NodeProto, why: str) -> UnsupportedOpError:
         return UnsupportedOpError(
             f"{self.source}: unsupported {node.op_type} (node '{node.name or node.output[0]}'): {why}")
+
+    def batch_fail(self, node: onnx.NodeProto, why: str) -> UnsupportedOpError:
+        """The error of an op that mixes the batch axis; `from_model` retries without a batch axis."""
+        return _BatchAxisError(str(self.fail(node, why)))
 
     def is_const(self, name: str) -> bool:
         return name == "" or name in self.consts
@@ -114,7 +149,7 @@ class _Converter:
         axis = axis + full_rank if axis < 0 else axis
         if self.batch:
             if axis == 0:
-                raise self.fail(node, "operates along the batch axis")
+                raise self.batch_fail(node, "operates along the batch axis")
             return axis - 1
         return axis
 
@@ -122,7 +157,7 @@ class _Converter:
         """A constant operand broadcast to the per-sample shape."""
         if self.batch and c.ndim == len(shape) + 1:
             if c.shape[0] != 1:
-                raise self.fail(node, f"constant of shape {c.shape} varies along the batch axis")
+                raise self.batch_fail(node, f"constant of shape {c.shape} varies along the batch axis")
             c = c[0]
         try:
             return _tensor(np.broadcast_to(c, shape).copy())
@@ -142,7 +177,8 @@ class _Converter:
                 for d in inputs[0].type.tensor_type.shape.dim]
         if any(isinstance(d, str) for d in dims[1:]) or (dims and isinstance(dims[0], str) and len(dims) == 1):
             raise NetworkError(f"{self.source}: input shape {dims} has symbolic non-batch dims")
-        self.batch = len(dims) >= 2 and (isinstance(dims[0], str) or dims[0] == 1)
+        self.batch = self.batch_axis and len(dims) >= 2 and (isinstance(dims[0], str) or dims[0] == 1)
+        self.symbolic_batch = self.batch and isinstance(dims[0], str)
         shape = tuple(int(d) for d in (dims[1:] if self.batch else dims))
         name = inputs[0].name
         self.nodes.append(Node(name, Input(), (), shape, "input"))
@@ -173,9 +209,98 @@ class _Converter:
             self.fold(node)
             return
         handler = _HANDLERS.get(node.op_type)
-        if handler is None:
+        if handler is None and node.op_type not in _AFFINE_OPS:
             raise self.fail(node, "this op is only supported on constant inputs")
-        handler(self, node)
+        if handler is None:
+            self.affine_map(node)
+            return
+        try:
+            handler(self, node)
+        except UnsupportedOpError as error:
+            if node.op_type not in _AFFINE_OPS:
+                raise
+            try:
+                self.affine_map(node)
+            except UnsupportedOpError:
+                raise error from None
+
+    def affine_map(self, node: onnx.NodeProto) -> None:
+        """An op affine in its one computed input x (the others constant), as Reshape -> Linear -> Reshape
+        per output: y = W x + b with b = op(0) and W's columns op(e_i) - b, the op run by ONNX's
+        reference evaluator on the batch-1 tensor (so its axes mean what they mean in ONNX). The
+        map is then checked on random points: a nonlinear form (e.g. a Cast to bool) is rejected."""
+        from onnx import helper
+        from onnx.reference import ReferenceEvaluator
+
+        computed = {i for i in node.input if i and not self.is_const(i)}
+        if len(computed) != 1:
+            raise self.fail(node, f"{len(computed)} computed operands (affine only in one)")
+        if node.op_type == "Cast" and _attrs(node).get("to") not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE):
+            raise self.fail(node, f"cast to {onnx.TensorProto.DataType.Name(_attrs(node).get('to', 0))}")
+        x, = computed
+        shape = self.shape(x)
+        full = ((1,) if self.batch else ()) + shape
+        n = int(np.prod(shape))
+        if n > _AFFINE_MAX_INPUTS:
+            raise self.fail(node, f"{n} inputs is too many for the affine form")
+        consts = {i: self.consts[i] for i in node.input if i and self.is_const(i)}
+        graph = helper.make_graph(
+            [node], "op", [helper.make_tensor_value_info(x, onnx.TensorProto.FLOAT, ["N", *shape] if self.symbolic_batch
+                                                         else full)],
+            [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in node.output if o],
+            [numpy_helper.from_array(v, k) for k, v in consts.items()])
+        model = helper.make_model(graph, opset_imports=self.model.opset_import, ir_version=self.model.ir_version)
+        try:
+            evaluator = ReferenceEvaluator(model)
+
+            def run(v: np.ndarray) -> list[np.ndarray]:
+                return [np.asarray(o) for o in evaluator.run(None, {x: v.astype(np.float32).reshape(full)})]
+
+            with np.errstate(all="ignore"):
+                zero = run(np.zeros(n))
+                if any(not np.issubdtype(o.dtype, np.floating) for o in zero):
+                    raise self.fail(node, "a non-float output")
+                if self.batch and any(o.ndim == 0 or o.shape[0] != 1 for o in zero):
+                    raise self.batch_fail(node, "moves the batch axis")
+                if sum(o.size for o in zero) * n > _AFFINE_MAX_WEIGHTS:
+                    raise self.fail(node, "too large for the affine form")
+                basis = [run(e) for e in np.eye(n)]
+                if self.symbolic_batch:  # the op must act on each sample of a batch alone
+                    pair = np.stack([np.zeros(n), np.eye(n)[0]]).astype(np.float32).reshape(2, *shape)
+                    both = [np.asarray(o) for o in evaluator.run(None, {x: pair})]
+                    if any(o.shape[:1] != (2,) or not np.array_equal(o, np.concatenate([z, e]))
+                           for o, z, e in zip(both, zero, basis[0])):
+                        raise self.batch_fail(node, "mixes the samples of a batch")
+        except UnsupportedOpError:
+            raise
+        except Exception as exc:
+            raise self.fail(node, f"cannot evaluate ({type(exc).__name__})") from None
+        if not all(np.isfinite(o).all() for col in [zero, *basis] for o in col):
+            raise self.fail(node, "not affine in its computed input (non-finite values)")
+        rng = np.random.default_rng(0)
+        used = {o.name for o in self.graph.output} | set(self.consumers)
+        for k, (out, b) in enumerate(zip([o for o in node.output if o], zero)):
+            if out not in used:  # e.g. a Split output nothing reads
+                continue
+            W = np.stack([col[k].reshape(-1) - b.reshape(-1) for col in basis], axis=1).astype(np.float64)
+            for scale in (1.0, 100.0):
+                point = rng.uniform(-scale, scale, n).astype(np.float32)
+                with np.errstate(all="ignore"):
+                    want = run(point)[k].reshape(-1).astype(np.float64)
+                got = W @ point.astype(np.float64) + b.reshape(-1)
+                if not np.allclose(got, want, rtol=1e-4, atol=1e-5 * scale):
+                    raise self.fail(node, "not affine in its computed input")
+            out_shape = tuple(b.shape[1:] if self.batch else b.shape)
+            src = self.dyn(x)
+            if len(shape) != 1:
+                self.emit(f"{out}/flat", Reshape((n,)), (src,), node.op_type)
+                src = self.alias[f"{out}/flat"]
+            linear = Linear(_tensor(W.astype(np.float32)), _tensor(b.reshape(-1).astype(np.float32)))
+            if out_shape == (b.size,):
+                self.emit(out, linear, (src,), node.op_type)
+            else:
+                self.emit(f"{out}/linear", linear, (src,), node.op_type)
+                self.emit(out, Reshape(out_shape), (self.alias[f"{out}/linear"],), node.op_type)
 
     def fold(self, node: onnx.NodeProto) -> None:
         fn = _FOLDERS.get(node.op_type)
@@ -337,7 +462,7 @@ class _Converter:
         axis = axis + len(full) if axis < 0 else axis
         if self.batch:
             if axis < 1 or any(d != 1 for d in shape[: axis - 1]):
-                raise self.fail(node, f"axis={axis} mixes the batch axis")
+                raise self.batch_fail(node, f"axis={axis} mixes the batch axis")
             self.reshape_to(node, x, (int(np.prod(shape[axis - 1:])),))
         else:
             self.reshape_to(node, x, (int(np.prod(full[:axis])), int(np.prod(full[axis:]))))
@@ -351,7 +476,7 @@ class _Converter:
         numel = int(np.prod(shape))
         if self.batch:
             if not target or target[0] not in (1, -1, 0):
-                raise self.fail(node, f"target shape {target} changes the batch axis")
+                raise self.batch_fail(node, f"target shape {target} changes the batch axis")
             if target[0] == -1 and -1 in target[1:]:
                 raise self.fail(node, f"target shape {target}")
             target = target[1:]
@@ -378,14 +503,14 @@ class _Converter:
             rank = len(full) + len(axes)
             for ax in sorted(v + rank if v < 0 else v for v in axes):
                 if self.batch and ax == 0:
-                    raise self.fail(node, "inserts an axis before the batch axis")
+                    raise self.batch_fail(node, "inserts an axis before the batch axis")
                 full.insert(ax, 1)
         else:
             rank = len(full)
             drop = {v + rank if v < 0 else v for v in axes} if axes is not None else {
                 i for i, d in enumerate(full) if d == 1 and not (self.batch and i == 0)}
             if self.batch and 0 in drop:
-                raise self.fail(node, "squeezes the batch axis")
+                raise self.batch_fail(node, "squeezes the batch axis")
             full = [d for i, d in enumerate(full) if i not in drop]
         self.reshape_to(node, x, tuple(full[1:] if self.batch else full))
 
@@ -396,19 +521,20 @@ class _Converter:
         perm = list(_attrs(node).get("perm", list(reversed(range(rank)))))
         if self.batch:
             if perm[0] != 0:
-                raise self.fail(node, f"perm {perm} moves the batch axis")
+                raise self.batch_fail(node, f"perm {perm} moves the batch axis")
             perm = [p - 1 for p in perm[1:]]
         if perm == sorted(perm):
             self.passthrough(node)
             return
         self.emit(node.output[0], Transpose(tuple(perm)), (self.dyn(x),), node.op_type)
 
-    def pool_params(self, node) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int, int, int]]:
+    def pool_params(self, node, ceil: bool = False) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int, int, int]]:
+        """kernel, strides and pads (top, left, bottom, right); ceil: ceil_mode=1 is allowed (MaxPool)."""
         a = _attrs(node)
         kernel = tuple(a["kernel_shape"])
         if len(kernel) != 2:
             raise self.fail(node, f"only 2-D pooling is supported (kernel {kernel})")
-        if a.get("ceil_mode", 0):
+        if a.get("ceil_mode", 0) and not ceil:
             raise self.fail(node, "ceil_mode=1")
         if any(d != 1 for d in a.get("dilations", (1, 1))):
             raise self.fail(node, "dilations")
@@ -432,8 +558,25 @@ class _Converter:
         self.emit(node.output[0], AvgPool(kernel, kernel), (self.dyn(node.input[0]),), node.op_type)
 
     def maxpool(self, node) -> None:
-        kernel, stride, pads = self.pool_params(node)
+        kernel, stride, pads = self.pool_params(node, ceil=True)
+        if _attrs(node).get("ceil_mode", 0):
+            pads = self.ceil_pads(kernel, stride, pads, self.shape(node.input[0])[-2:])
         self.emit(node.output[0], MaxPool(kernel, stride, pads), (self.dyn(node.input[0]),), node.op_type)
+
+    @staticmethod
+    def ceil_pads(kernel: tuple[int, int], stride: tuple[int, int], pads: tuple[int, int, int, int],
+                  size: tuple[int, ...]) -> tuple[int, int, int, int]:
+        """ceil_mode=1 as extra bottom/right padding (padded cells never win a MaxPool): ONNX's
+        output size ceil((in + pads - k) / s) + 1, less one if the last window would start in
+        the end padding."""
+        extra = []
+        for d in range(2):
+            span = size[d] + pads[d] + pads[d + 2]
+            out = -(-(span - kernel[d]) // stride[d]) + 1
+            if (out - 1) * stride[d] >= size[d] + pads[d]:
+                out -= 1
+            extra.append(max(0, (out - 1) * stride[d] + kernel[d] - span))
+        return pads[0], pads[1], pads[2] + extra[0], pads[3] + extra[1]
 
     def pad(self, node) -> None:
         a = _attrs(node)
@@ -454,7 +597,7 @@ class _Converter:
         n = len(pads) // 2
         if self.batch:
             if pads[0] or pads[n]:
-                raise self.fail(node, "pads the batch axis")
+                raise self.batch_fail(node, "pads the batch axis")
             pads = pads[1:n] + pads[n + 1:]
         if any(p < 0 for p in pads):
             raise self.fail(node, "negative pads")

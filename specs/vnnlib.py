@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from specs.properties import Spec, from_unsafe
-from specs.regions import Box
+from specs.regions import Box, inner_box
 
 
 class VnnlibError(ValueError):
@@ -48,6 +48,7 @@ class VnnlibProblem:
 
     box: Box  # batch 1, shape (n_inputs,)
     spec: Spec  # batch 1, n_out = n_outputs
+    inner: Box | None = None  # the largest float32 box inside the bounds as written (attacks search it); None: none
 
 
 _MAX_CONJUNCTS = 100_000
@@ -307,9 +308,10 @@ class _Parser:
             boxes.setdefault((tuple(lower), tuple(upper)), []).append(rows)
         problems = []
         for (lower, upper), disjuncts in boxes.items():
-            box = Box(torch.tensor([lower], dtype=torch.float64), torch.tensor([upper], dtype=torch.float64))
+            exact = torch.tensor([lower], dtype=torch.float64), torch.tensor([upper], dtype=torch.float64)
+            inner, feasible = inner_box(*exact)
             A_list, b_list = zip(*(_polytope(rows, n_out) for rows in disjuncts))
-            problems.append(VnnlibProblem(box, from_unsafe(A_list, b_list)))
+            problems.append(VnnlibProblem(Box(*exact), from_unsafe(A_list, b_list), inner if bool(feasible[0]) else None))
         return problems
 
 

@@ -114,20 +114,23 @@ def _check(run: Search, attack_first: bool) -> Outcome:
 
 def check_problems(net: Network, problems: Sequence[tuple[Box, Spec]], timeout: float | None = None,
                    options: BabOptions = BabOptions(), onnx_path: str | Path | None = None,
-                   inward: bool = True) -> Outcome:
+                   inward: bool = True, attack_regions: Sequence[Box | None] | None = None) -> Outcome:
     """Decide "every problem's spec holds on its box" (e.g. the problems of one VNN-LIB file).
 
     A counterexample of any problem answers; Proven needs all. The attack runs on every
     problem first; then each problem gets an equal share of the time left for its BaB
     (time a problem does not use passes on). inward: counterexamples must lie one
     float32 step inside each box (`strictly_inside`), for boxes rounded outward from
-    decimal bounds, as the VNN-LIB parser does.
+    decimal bounds, as the VNN-LIB parser does; attack_regions: where counterexamples of
+    each problem must lie when known exactly (e.g. `VnnlibProblem.inner`, the float32 box
+    inside the written bounds, which keeps bounds that float32 represents exactly), None
+    entries falling back to `inward`.
     """
     start = time.perf_counter()
     regions = []
-    for box, spec in problems:
-        attack_region = None
-        if inward:
+    for k, (box, spec) in enumerate(problems):
+        attack_region = None if attack_regions is None else attack_regions[k]
+        if inward and attack_region is None:
             attack_region, feasible = strictly_inside(box)
             if not bool(feasible.all()):
                 attack_region = Box(box.lower, box.lower)

@@ -377,7 +377,8 @@ def search(run: Search) -> Outcome:
                          for name, (l, u) in bounds.items() for side, b in (("l", l), ("u", u))}
             cap = min(options.max_domains, int(options.memory_bytes // (4 * sum(
                 t[0].numel() for t in inherited.values()) + 8 * lower.shape[1] + 8)))
-            pool.push(_center_margins(run, child_lo, child_hi), lower=child_lo, upper=child_hi, **inherited)
+            if len(child_lo):  # none when every open box is too small to split
+                pool.push(_center_margins(run, child_lo, child_hi), lower=child_lo, upper=child_hi, **inherited)
         run.record_batch(popped, time.perf_counter() - start, len(pool))
         stop = run.halt(len(pool), cap)
         if stop is not None:

@@ -41,6 +41,7 @@ COMMANDS: dict[str, str] = {  # subcommand (= module of this package) -> the sum
     "run": "run a network on one input and print its prediction",
     "verify": "verify L-inf robustness of images (default: the shipped network on the shipped samples)",
     "vnnlib": "decide a VNN-LIB property of an ONNX network (VNN-COMP result file), or a whole instances CSV",
+    "vnnlib2": "decide a VNN-LIB 2.0 query (the VNN-LIB 2.0 solver interface: verify / supports)",
     "features": "proof features: prune each robustness proof to a small sufficient set (ProFIt)",
     "explain": "formal explanations over a pixel patch: AXps/CXps, or the paper's explanations and "
                "counterexamples (hitting-set duality)",

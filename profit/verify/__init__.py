@@ -12,9 +12,9 @@ from profit.verify.robustness import (
     ImageResult, Summary, VerifyOptions, check_out_path, summarize, summary_line, verify_images, write_results,
 )
 from profit.verify.vnnlib import (
-    Decision, VnnlibInstance, VnnlibOutcome, counterexample_holds, decide, read_instances, run_vnnlib,
+    Decision, VnnlibInstance, VnnlibOutcome, counterexample_holds, decide, read_instances, run_vnnlib, run_vnnlib2,
 )
 
 __all__ = ["Decision", "ImageResult", "Summary", "VerifyOptions", "VnnlibInstance", "VnnlibOutcome", "check_out_path",
-           "counterexample_holds", "decide", "read_instances", "run_vnnlib", "summarize", "summary_line",
+           "counterexample_holds", "decide", "read_instances", "run_vnnlib", "run_vnnlib2", "summarize", "summary_line",
            "verify_images", "write_results"]

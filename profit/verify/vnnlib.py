@@ -22,19 +22,21 @@ from __future__ import annotations
 
 import csv
 import math
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from torch import Tensor
 
-from networks.ir import Network
+from networks.ir import Network, UnsupportedOpError
 from profit.attacks import AttackOptions
 from profit.bab import BabOptions, Counterexample, Proven, check_problems
 from profit.errors import ProfitError
 from profit.data import load_network
 from specs.regions import Box
 from specs.vnnlib import VnnlibProblem, parse_vnnlib, write_counterexample
+from specs.vnnlib2 import Vnnlib2Unsupported, read_query
 
 RESULTS = ("sat", "unsat", "unknown", "timeout")  # first line of a VNN-COMP result file
 
@@ -75,9 +77,16 @@ def load_problems(net: Network, vnnlib_path: str | Path) -> list[VnnlibProblem]:
     for p in problems:
         if p.box.lower.numel() != n_inputs:
             raise ProfitError(f"{vnnlib_path}: constrains {p.box.lower.numel()} inputs, the network takes {n_inputs}")
-        box = Box(p.box.lower.reshape(1, *net.input_shape), p.box.upper.reshape(1, *net.input_shape))
-        shaped.append(VnnlibProblem(box, p.spec))
+        shaped.append(_shaped(p, net.input_shape))
     return shaped
+
+
+def _shaped(problem: VnnlibProblem, shape: tuple[int, ...]) -> VnnlibProblem:
+    """The problem with its boxes reshaped to (1, *shape)."""
+    def reshape(box: Box | None) -> Box | None:
+        return None if box is None else Box(box.lower.reshape(1, *shape), box.upper.reshape(1, *shape))
+
+    return VnnlibProblem(reshape(problem.box), problem.spec, reshape(problem.inner))
 
 
 def decide(
@@ -94,12 +103,14 @@ def decide(
     counterexamples (default net.source); attack: replaces options.attack if given.
     decided_by is "bab-<mode>" with mode attack, input or relu (what ran last).
     """
+    net = net.flat_output()  # VNN-LIB's Y_j index the flattened output
     onnx = Path(onnx_path or net.source)
     if not onnx.is_file():
         raise ProfitError(f"the network's ONNX file is needed to confirm counterexamples (got '{onnx}')")
     if attack is not None:
         options = replace(options, attack=attack)
-    outcome = check_problems(net, [(p.box, p.spec) for p in problems], timeout, options, onnx_path=onnx)
+    outcome = check_problems(net, [(p.box, p.spec) for p in problems], timeout, options, onnx_path=onnx,
+                             attack_regions=[p.inner for p in problems])
     by = f"bab-{outcome.stats.mode or 'attack'}"
     if isinstance(outcome, Proven):
         return Decision("unsat", None, by)
@@ -119,6 +130,121 @@ def run_vnnlib(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float | 
     remaining = None if timeout is None else max(timeout - (time.perf_counter() - start), 1e-3)
     decision = decide(net, problems, remaining, onnx_path=net.source, attack=attack)
     return VnnlibOutcome(decision, time.perf_counter() - start)
+
+
+def run_vnnlib2(query_path: str | Path, networks: dict[str, str | Path], timeout: float | None = None,
+                attack: AttackOptions | None = None) -> VnnlibOutcome:
+    """Decide a VNN-LIB 2.0 query (`specs.vnnlib2`) of the network `networks[name]`, as `run_vnnlib`.
+
+    networks: declared network name -> ONNX file (the `--network NAME=PATH` of VNN-LIB 2.0's
+    solver interface). The query's input and output are flattened row-major, as the
+    network's are; their sizes must be the network's. Raises `Vnnlib2Unsupported` for a
+    query profit cannot decide (several networks, hidden nodes, ...)."""
+    if timeout is not None and not timeout > 0:
+        raise ProfitError(f"timeout must be > 0 seconds, got {timeout}")
+    start = time.perf_counter()
+    query = read_query(query_path)
+    if len(networks) != 1:
+        raise Vnnlib2Unsupported(f"{len(networks)} networks given; only single-network queries are supported")
+    (name, onnx_path), = networks.items()
+    if name != query.network:
+        raise ProfitError(f"{query_path}: declares network {query.network}, got --network {name}=...")
+    with tempfile.TemporaryDirectory(prefix="profit-vnnlib2-") as folder:
+        if query.hidden:
+            onnx_path = _with_hidden_outputs(onnx_path, [v.tensor for v in query.hidden], Path(folder) / "hidden.onnx")
+        try:
+            net = load_network(onnx_path)
+        except UnsupportedOpError as exc:  # no proof possible: look for a counterexample with onnxruntime alone
+            decision = _sample_onnx(onnx_path, query.problems(), time.perf_counter() + (timeout or 30.0) / 2)
+            if decision is None:
+                raise
+            return VnnlibOutcome(decision, time.perf_counter() - start)
+        n_in, n_out = math.prod(net.input_shape), net.n_outputs
+        for var, size in ((query.input, n_in), (query.output, n_out - query.n_outputs + math.prod(query.output.shape))):
+            if math.prod(var.shape) != size:
+                raise ProfitError(f"{query_path}: {var.kind} {var.name} has shape {list(var.shape)} "
+                                  f"({math.prod(var.shape)} values), the network's has {size}")
+        problems = [_shaped(p, net.input_shape) for p in query.problems()]
+        remaining = None if timeout is None else max(timeout - (time.perf_counter() - start), 1e-3)
+        if not problems:  # every disjunct has an empty input box: nothing satisfies the query
+            return VnnlibOutcome(Decision("unsat", None, "parser"), time.perf_counter() - start)
+        decision = decide(net, problems, remaining, onnx_path=net.source, attack=attack)
+    return VnnlibOutcome(decision, time.perf_counter() - start)
+
+
+_SAMPLES = 2000  # random points per problem for `_sample_onnx`, besides the box's centre and corners
+
+
+def _sample_onnx(onnx_path: str | Path, problems: list[VnnlibProblem], deadline: float) -> Decision | None:
+    """sat with a counterexample found by running onnxruntime alone (for a network the IR cannot
+    hold) on each problem's centre, corners (up to 2^10) and random points of its attack box, or None.
+    The points lie in the float32 box inside the bounds as written; onnxruntime's outputs violate
+    the problem's spec: the same two conditions as every other `sat`."""
+    import numpy as np
+    import torch
+
+    from profit.attacks import session
+
+    sess = session(onnx_path)
+    feed = sess.get_inputs()[0]
+    dims = [d if isinstance(d, int) else 1 for d in feed.shape]
+    rng = np.random.default_rng(0)
+    for problem in problems:
+        if problem.inner is None:
+            continue
+        lo, hi = problem.inner.lower.reshape(-1).double().numpy(), problem.inner.upper.reshape(-1).double().numpy()
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all()) or lo.size != math.prod(dims):
+            return None
+        points = [(lo + hi) / 2]
+        if lo.size <= 10:
+            corners = np.array(np.meshgrid(*[[0, 1]] * lo.size)).reshape(lo.size, -1).T
+            points += list(np.where(corners == 1, hi, lo))
+        points += list(lo + (hi - lo) * rng.random((_SAMPLES, lo.size)))
+        for x in points:
+            if time.perf_counter() > deadline:
+                return None
+            x32 = np.clip(x, lo, hi).astype(np.float32)
+            y = np.asarray(sess.run(None, {feed.name: x32.reshape(dims)})[0], dtype=np.float64).reshape(1, -1)
+            if y.shape[1] != problem.spec.n_outputs or not np.isfinite(y).all():
+                return None
+            if float(problem.spec.margin(torch.from_numpy(y))[0]) <= 0:
+                return Decision("sat", (torch.from_numpy(x32), torch.from_numpy(y[0])), "onnx-sampling")
+    return None
+
+
+def _with_hidden_outputs(onnx_path: str | Path, tensors: list[str], out: Path) -> Path:
+    """The ONNX model whose one output is its hidden `tensors` and then its output, each reshaped
+    to (1, -1), concatenated: the values VNN-LIB 2.0's hidden variables and output name, in order.
+    The same file confirms counterexamples, so a `sat` is still checked by onnxruntime."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from networks.ir import NetworkError
+
+    try:
+        model = onnx.load(str(onnx_path))
+    except Exception as exc:
+        raise NetworkError(f"{onnx_path}: not a readable ONNX model ({type(exc).__name__})") from None
+    graph = model.graph
+    if len(graph.output) != 1:
+        raise Vnnlib2Unsupported(f"{onnx_path}: {len(graph.output)} outputs; only one is supported")
+    known = {o for n in graph.node for o in n.output} | {i.name for i in graph.input}
+    missing = [t for t in tensors if t not in known]
+    if missing:
+        raise ProfitError(f"{onnx_path}: no tensor named {', '.join(missing)} (declare-hidden)")
+    shape_name = "profit_hidden/shape"
+    graph.initializer.append(numpy_helper.from_array(np.array([1, -1], np.int64), shape_name))
+    flat = []
+    for k, tensor in enumerate([*tensors, graph.output[0].name]):
+        flat.append(f"profit_hidden/flat{k}")
+        graph.node.append(helper.make_node("Reshape", [tensor, shape_name], [flat[-1]]))
+    graph.node.append(helper.make_node("Concat", flat, ["profit_hidden/all"], axis=1))
+    dtype = graph.output[0].type.tensor_type.elem_type
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info("profit_hidden/all", dtype, None))
+    onnx.save(model, str(out))
+    return out
 
 
 @dataclass(frozen=True)

@@ -587,9 +587,17 @@ def test_all_unsupported_ops_are_listed(tmp_path: Path) -> None:
     assert "Unsqueeze" not in message and str(path) in message
 
 
-def test_conv_group_names_the_attribute(tmp_path: Path) -> None:
+def test_grouped_conv_loads_as_a_linear_map() -> None:
+    """A grouped Conv has no IR layer of its own; on a small input it is its affine map (a Linear)."""
     node = helper.make_node("Conv", ["x", "W"], ["y"], name="grouped", group=2)
-    path = _save(_model([node], (4, 6, 6), {"W": _rand((4, 2, 3, 3), 1)}), tmp_path / "group.onnx")
+    net = _check(_model([node], (4, 6, 6), {"W": _rand((4, 2, 3, 3), 1)}))
+    assert any(isinstance(n.layer, Linear) for n in net)
+
+
+def test_conv_group_names_the_attribute(tmp_path: Path) -> None:
+    """Too large for the affine fallback: the error names the attribute the Conv handler rejects."""
+    node = helper.make_node("Conv", ["x", "W"], ["y"], name="grouped", group=2)
+    path = _save(_model([node], (4, 40, 40), {"W": _rand((4, 2, 3, 3), 1)}), tmp_path / "group.onnx")
     with pytest.raises(UnsupportedOpError) as info:
         load_onnx(path)
     message = _assert_one_line(info.value)
