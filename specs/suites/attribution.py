@@ -26,7 +26,7 @@ from networks import MODELS_DIR, load_onnx
 from networks.datasets import load_samples
 from networks.ir import Network
 from profit.attribution import GradientBounds, gradient, gradient_bounds
-from specs.suites import results_dir
+from specs.suites import experiments_suite, results_dir
 
 
 class AttributionExperiment(unittest.TestCase):
@@ -105,7 +105,4 @@ EXPERIMENTS = (MlpEps1e4, ConvEps1e4)
 
 def load_tests(loader: unittest.TestLoader, tests: unittest.TestSuite, pattern: str | None) -> unittest.TestSuite:
     """Every experiment of this module, never the base class."""
-    suite = unittest.TestSuite()
-    for case in EXPERIMENTS:
-        suite.addTests(loader.loadTestsFromTestCase(case))
-    return suite
+    return experiments_suite(loader, EXPERIMENTS)

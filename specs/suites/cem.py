@@ -30,7 +30,7 @@ from networks.datasets import load_samples
 from networks.ir import Network
 from profit.attacks import onnx_outputs
 from profit.cem import CEMOptions, CEMResult, cem, certify_pn, certify_pp
-from specs.suites import results_dir
+from specs.suites import experiments_suite, results_dir
 
 
 class CemExperiment(unittest.TestCase):
@@ -129,7 +129,4 @@ EXPERIMENTS = (MlpPnKappa2, MlpPp)
 
 def load_tests(loader: unittest.TestLoader, tests: unittest.TestSuite, pattern: str | None) -> unittest.TestSuite:
     """Every experiment of this module, never the base class."""
-    suite = unittest.TestSuite()
-    for case in EXPERIMENTS:
-        suite.addTests(loader.loadTestsFromTestCase(case))
-    return suite
+    return experiments_suite(loader, EXPERIMENTS)

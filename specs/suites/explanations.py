@@ -32,7 +32,7 @@ import numpy as np
 from networks import MODELS_DIR, load_onnx
 from networks.datasets import load_samples
 from profit.explain import Enumeration, ExplainOptions, Explainer, PixelDomain
-from specs.suites import results_dir
+from specs.suites import experiments_suite, results_dir
 
 _CHUNK = 1 << 16  # completions evaluated per forward pass
 
@@ -176,7 +176,4 @@ EXPERIMENTS = (Five20Binary, Five12Levels3, Six20Binary)
 
 def load_tests(loader: unittest.TestLoader, tests: unittest.TestSuite, pattern: str | None) -> unittest.TestSuite:
     """Every experiment of this module, never the base class."""
-    suite = unittest.TestSuite()
-    for case in EXPERIMENTS:
-        suite.addTests(loader.loadTestsFromTestCase(case))
-    return suite
+    return experiments_suite(loader, EXPERIMENTS)

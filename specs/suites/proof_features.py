@@ -35,7 +35,7 @@ from profit.features import (
 from profit.data import fit_to_network, load_images
 from specs.properties import robustness
 from specs.regions import linf_ball
-from specs.suites import results_dir
+from specs.suites import experiments_suite, results_dir
 
 _SHARED = shared_dir()
 
@@ -152,10 +152,10 @@ class CifarConvSmallPgdCrown(FeatureExperiment):
     images, channels, count, eps, domain = _CIFAR, 3, 100, 2 / 255, "crown"
 
 
+EXPERIMENTS = (MnistConvCrownSmall, Mnist01CrownEps002, Mnist01CrownEps01, Mnist01DeepzEps01, MnistConvIbpCrownEps01,
+               CifarConvSmallPgdCrown)
+
+
 def load_tests(loader: unittest.TestLoader, tests: unittest.TestSuite, pattern: str | None) -> unittest.TestSuite:
     """Every experiment of this module, never the base class."""
-    suite = unittest.TestSuite()
-    for case in (MnistConvCrownSmall, Mnist01CrownEps002, Mnist01CrownEps01, Mnist01DeepzEps01,
-                 MnistConvIbpCrownEps01, CifarConvSmallPgdCrown):
-        suite.addTests(loader.loadTestsFromTestCase(case))
-    return suite
+    return experiments_suite(loader, EXPERIMENTS)

@@ -36,7 +36,7 @@ from profit.outcomes import Verdict
 from profit.verify import ImageResult, VerifyOptions, summarize, verify_images, write_results
 from specs.properties import robustness
 from specs.regions import inner_box
-from specs.suites import results_dir
+from specs.suites import experiments_suite, results_dir
 
 _SHARED = shared_dir()
 
@@ -172,7 +172,4 @@ EXPERIMENTS = (MlpAutoSmall, MlpCompleteSmall, Mnistfc256x2AlphaCrown, Mnistfc25
 
 def load_tests(loader: unittest.TestLoader, tests: unittest.TestSuite, pattern: str | None) -> unittest.TestSuite:
     """Every experiment of this module, never the base class."""
-    suite = unittest.TestSuite()
-    for case in EXPERIMENTS:
-        suite.addTests(loader.loadTestsFromTestCase(case))
-    return suite
+    return experiments_suite(loader, EXPERIMENTS)

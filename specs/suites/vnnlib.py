@@ -29,7 +29,7 @@ from typing import ClassVar
 
 from networks.datasets import shared_dir
 from profit.verify import VnnlibInstance, VnnlibOutcome, counterexample_holds, read_instances, run_vnnlib
-from specs.suites import results_dir
+from specs.suites import experiments_suite, results_dir
 
 _SHARED = shared_dir()
 _VNNCOMP = None if _SHARED is None else _SHARED / "benchmarks"
@@ -166,8 +166,5 @@ EXPERIMENTS = (Vnncomp2021Test, AcasxuSample, Acasxu, Mnistfc, CollinsRulCnn, Re
 
 
 def load_tests(loader: unittest.TestLoader, tests: unittest.TestSuite, pattern: str | None) -> unittest.TestSuite:
-    """Every experiment of this module, never a base class."""
-    suite = unittest.TestSuite()
-    for case in EXPERIMENTS:
-        suite.addTests(loader.loadTestsFromTestCase(case))
-    return suite
+    """Every experiment of this module, never the base class."""
+    return experiments_suite(loader, EXPERIMENTS)
