@@ -27,9 +27,7 @@ def forward(model: Model, x: Tensor) -> Tensor:
     """The model's logits at x, fed in the model's own dtype (an IR network's weights; float32
     for anything else)."""
     if isinstance(model, Network):
-        weights = (getattr(n.layer, "weight", None) for n in model.nodes)
-        dtype = next((w.dtype for w in weights if isinstance(w, Tensor)), torch.float32)
-        return model(x.to(dtype))
+        return model(x.to(model.dtype))
     return model(x.float())
 
 

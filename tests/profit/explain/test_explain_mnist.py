@@ -24,6 +24,7 @@ from profit.attacks import onnx_outputs
 from profit.cli import main
 from profit.explain import CERTIFIED, Explainer, ExplainOptions, PixelDomain
 from profit.viz.explain import DIM, SCALE, expl_frequencies, render_heatmap, save_explanation_pngs, value_colour
+from specs.suites.explanations import minimal_hitting_sets
 
 PATCH_20 = [r * 28 + c for r in range(15, 19) for c in range(8, 13)]
 PATCH_7 = [431, 432, 458, 459, 486, 487, 488]
@@ -62,20 +63,6 @@ def _masks(codes: np.ndarray, literals, patch: list[int]) -> np.ndarray:
 def _bits(pixels, patch: list[int]) -> int:
     pos = {q: i for i, q in enumerate(patch)}
     return sum(1 << pos[p] for p in pixels)
-
-
-def _minimal_hitting_masks(sets: list[int], n: int) -> set[int]:
-    """Subset-minimal bit masks over n positions hitting every mask in `sets` (vectorised brute force)."""
-    masks = np.arange(1 << n, dtype=np.int64)
-    hits = np.ones(1 << n, dtype=bool)
-    for s in sets:
-        hits &= (masks & s) != 0
-    minimal = hits.copy()
-    for i in range(n):
-        bit = 1 << i
-        has = (masks & bit) != 0
-        minimal &= ~(has & hits[masks ^ bit])
-    return set(np.flatnonzero(minimal).tolist())
 
 
 def test_seven_pixel_patch_on_a_six(net) -> None:
@@ -123,8 +110,8 @@ def test_twenty_pixel_patch_on_a_five(net, mode: str) -> None:
     if mode == "local":
         axps = {_bits(e.pixels, PATCH_20) for e in run.explanations}
         cxps = {_bits(c.pixels, PATCH_20) for c in run.counterexamples}
-        assert _minimal_hitting_masks(sorted(cxps), 20) == axps
-        assert _minimal_hitting_masks(sorted(axps), 20) == cxps
+        assert minimal_hitting_sets(cxps, 20) == axps
+        assert minimal_hitting_sets(axps, 20) == cxps
         for c in run.counterexamples:  # freeing a CXp admits a violation, freeing less does not
             fixed = [(p, v) for p, v in zip(PATCH_20, problem.center) if p not in c.pixels]
             assert not sat[_masks(points, fixed, PATCH_20)].all()
@@ -252,4 +239,4 @@ def test_continuous_domain_local(net) -> None:
         assert not problem.keeps(problem.logits(w[None]))[0]
     axps = {_bits(e.pixels, patch) for e in run.explanations}
     cxps = {_bits(c.pixels, patch) for c in run.counterexamples}
-    assert _minimal_hitting_masks(sorted(cxps), 8) == axps and _minimal_hitting_masks(sorted(axps), 8) == cxps
+    assert minimal_hitting_sets(cxps, 8) == axps and minimal_hitting_sets(axps, 8) == cxps
