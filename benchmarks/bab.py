@@ -7,7 +7,9 @@ Like benchmarks/vnncomp.py (which runs the VNN-LIB front-end and compares with t
 2021 tools), but calls `profit.bab.check_problems` directly and prints per instance
 the outcome, the BaB mode, subdomains bounded, bound calls, most live subdomains and
 seconds, for comparing `BabOptions` (--set NAME=VALUE, repeatable; BetaOptions fields
-as e.g. beta.iterations=10). --timeout-scale multiplies each instance's own timeout,
+as e.g. beta.iterations=10, milp=null to switch MILP tightening and the race off,
+milp.race=0 for the race alone off, milp.layers=0 for the tightening alone off). --only
+keeps named instances; mode "milp" means the racing MILP answered. --timeout-scale multiplies each instance's own timeout,
 --timeout caps it. Ends with
 one summary line: solved UNSAT / SAT, undecided, wrong vs consensus, total seconds,
 subdomains. Not a test: nothing is asserted.
@@ -63,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="multiply every instance's timeout (before the cap; default 1)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a BabOptions field, e.g. candidates=4 or beta.iterations=10")
+    parser.add_argument("--only", default="", metavar="NET:PROP,...",
+                        help="keep only these instances, each as a substring of the onnx name, ':', and "
+                             "of the vnnlib name (e.g. 256x4:prop_0_0.03,256x6:prop_5_)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(args.threads, 1))
@@ -74,7 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     root = shared / "benchmarks" / "vnncomp2021"
     folder = root / args.benchmark
     with (folder / f"{args.benchmark}_instances.csv").open(newline="") as f:
-        instances = [r for r in csv.reader(f) if r][::max(args.stride, 1)][:args.limit]
+        instances = [r for r in csv.reader(f) if r]
+    if args.only:
+        wanted = [w.split(":", 1) for w in args.only.split(",")]
+        instances = [r for r in instances if any(n in r[0] and p in r[1] for n, p in wanted)]
+    instances = instances[::max(args.stride, 1)][:args.limit]
     with (root / "results_2021.csv").open(newline="") as f:
         consensus = {(r["onnx"], r["vnnlib"]): r["consensus"] for r in csv.DictReader(f)
                      if r["benchmark"] == args.benchmark}

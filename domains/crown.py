@@ -471,7 +471,8 @@ def forward_bounds(net: Network, lower: Tensor, upper: Tensor,
 
 def optimized_bounds(net: Network, region: Box, options: BetaOptions = BetaOptions(),
                      linear: LinearBoundOptions = LinearBoundOptions(),
-                     deadline: float | None = None, stop: float | None = None) -> dict[str, tuple[Tensor, Tensor]]:
+                     deadline: float | None = None, stop: float | None = None,
+                     prior: dict[str, tuple[Tensor, Tensor]] | None = None) -> dict[str, tuple[Tensor, Tensor]]:
     """Pre-activation bounds of every ReLU input with alpha-CROWN optimised slopes
     (Xu et al., ICLR 2021, for intermediate layers): layer by layer, the lower bound
     of each possibly unstable neuron z_j and the lower bound of -z_j are back-substituted
@@ -482,11 +483,13 @@ def optimized_bounds(net: Network, region: Box, options: BetaOptions = BetaOptio
     (time.perf_counter()), the remaining layers keep CROWN's bounds. The inputs of
     Sigmoid, Tanh and MaxPool keep CROWN's bounds (sound, computed before the ReLU
     tightening), so that `subdomains_from_bounds` can relax them. stop: the hard deadline of
-    the CROWN pass (DeadlineExceeded past it, see backsub.propagate)."""
+    the CROWN pass (DeadlineExceeded past it, see backsub.propagate). prior: bounds known
+    for some nodes (e.g. tightened by MILP), intersected with CROWN's before the slopes are
+    optimised (see backsub.propagate)."""
     lower, upper = region.lower.to(linear.dtype), region.upper.to(linear.dtype)
     B = lower.shape[0]
     ctx = propagate(net, lower, upper, default_relaxation, everything=False, unstable_only=True,
-                    budget=linear.budget, output=False, stop=stop)
+                    budget=linear.budget, output=False, stop=stop, prior=prior)
     bounds = {k: ctx.bounds[k] for k in relu_inputs(net)}
     position = {n.name: i for i, n in enumerate(net.nodes)}
     for k in relu_inputs(net):

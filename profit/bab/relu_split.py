@@ -38,6 +38,7 @@ it stays open and the answer is Unknown with that reason, never a guess.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -51,6 +52,8 @@ from domains.crown import (
 )
 from domains.deeppoly import LinearBoundOptions
 from networks.ir import Conv, Linear, MaxPool, Network, Sigmoid, Tanh
+from profit.bab import milp
+from profit.bab.milp import Chain
 from profit.bab.search import Pool, Search, focus_rows
 from profit.outcomes import Counterexample, Outcome, Proven, Unknown
 from specs.properties import Spec
@@ -221,36 +224,87 @@ class _Clause:
 
 
 def search(run: Search) -> Outcome:
-    """ReLU-splitting BaB on run.region; see the module docstring."""
-    net, spec, options = run.net, run.spec, run.options
+    """ReLU-splitting BaB on run.region; see the module docstring. With `options.milp` and a
+    timeout, on a chain network, branch and bound first runs alone for `milp.after` of the
+    timeout; if that leaves the spec open, the pre-activation bounds are tightened by MILP,
+    the root is re-bounded over them, and the search restarts from it, raced by an exact
+    MILP when few ReLUs are unstable (`profit.bab.milp`)."""
+    spec, options = run.spec, run.options
     start = time.perf_counter()
-    if options.root_bounds.iterations > 0:
-        bounds = optimized_bounds(net, run.region, options.root_bounds, deadline=run.root_deadline(),
-                                  stop=run.deadline)
-        root = subdomains_from_bounds(net, run.region.lower, run.region.upper, bounds, spec.n_rows)
-    else:
-        root = root_subdomains(net, run.region, spec.n_rows, LinearBoundOptions(), stop=run.deadline)
-    layout = _layout(net, root)
-    everything = _Clause(run, layout, spec)
-    splits = torch.zeros(1, layout.n, dtype=torch.int8)
-    lo, hi = layout.lower.unsqueeze(0), layout.upper.unsqueeze(0)
-    alpha = layout.flat(root.alpha, 2) if layout.names else torch.zeros(1, spec.n_rows, 0)
-    margin, rows, alpha, beta, _ = everything.bound(lo, hi, splits, alpha, torch.zeros_like(alpha), options.root,
-                                                    record=False, deadline=run.root_deadline())
+    root, layout, margin, rows, alpha, beta = _root(run, None)
     run.record_batch(1, time.perf_counter() - start, 1)
     if bool(margin[0] > 0):
         return Proven()
+    chain = Chain.of(run.net) if options.milp is not None and run.timeout is not None else None
+    if chain is not None:
+        run.stage_end = run.start + options.milp.after * run.timeout
+    proven: set[int] = set()
+    outcome = _clauses(run, layout, rows, alpha, beta, proven)
+    run.stage_end = math.inf
+    retry = isinstance(outcome, Unknown) and outcome.reason.split(":")[0] in ("timeout", "memory")
+    if chain is None or not retry or run.remaining() < 1.0:
+        return outcome
+    if len(chain.names) > 1:
+        until = time.perf_counter() + options.milp.share * run.remaining()
+        relus = {k: root.bounds[k] for k in chain.names}
+        tightened, run.milp_stats = milp.tighten(run.net, chain, run.region, relus, options.milp, until,
+                                                 stop=run.deadline)
+        root, layout, margin, rows, alpha, beta = _root(run, tightened)
+        if bool(margin[0] > 0):
+            return Proven()
+    unstable = int(((layout.lower < 0) & (layout.upper > 0)).sum())
+    if 0 < unstable <= options.milp.race and run.remaining() > 1.0:
+        left = sorted(set(spec.clause.tolist()) - proven)
+        run.race = milp.MilpRace(chain, run.region, {k: root.bounds[k] for k in chain.names}, spec, left,
+                                 options.milp, run.deadline)
+    try:
+        return _clauses(run, layout, rows, alpha, beta, proven)
+    finally:
+        if run.race is not None:
+            run.race.close()
+            run.race = None
+
+
+def _clauses(run: Search, layout: _Layout, rows: Tensor, alpha: Tensor, beta: Tensor, proven: set[int]) -> Outcome:
+    """One BaB per clause the root bound `rows` leaves open and `proven` does not hold, lowest
+    first; clauses proven here are added to `proven`."""
+    spec, options = run.spec, run.options
     per_clause = torch.full((spec.n_clauses,), float("-inf")).scatter_reduce(
         0, spec.clause, rows[0].float(), "amax", include_self=False)
     for k in per_clause.argsort().tolist():
-        if per_clause[k] > options.near_zero:
+        if per_clause[k] > options.near_zero or k in proven:
             continue
+        decided = run.race_outcome()
+        if decided is not None:
+            return decided
         keep = (spec.clause == k).nonzero().flatten()
         clause_spec = Spec(spec.C[:, keep], spec.d[:, keep], torch.zeros(len(keep), dtype=torch.long))
         outcome = _clause_search(run, _Clause(run, layout, clause_spec), alpha[:, keep], beta[:, keep])
         if not isinstance(outcome, Proven):
             return outcome
+        proven.add(k)
     return Proven()
+
+
+def _root(run: Search, prior: dict[str, tuple[Tensor, Tensor]] | None
+          ) -> tuple[Subdomains, _Layout, Tensor, Tensor, Tensor, Tensor]:
+    """The root subdomain over alpha-CROWN's pre-activation bounds (intersected with
+    `prior`), its layout, and its beta-CROWN bound: margin (1,), rows (1, m), alpha, beta."""
+    net, spec, options = run.net, run.spec, run.options
+    if options.root_bounds.iterations > 0:
+        bounds = optimized_bounds(net, run.region, options.root_bounds, deadline=run.root_deadline(),
+                                  stop=run.deadline, prior=prior)
+        root = subdomains_from_bounds(net, run.region.lower, run.region.upper, bounds, spec.n_rows)
+    else:
+        root = root_subdomains(net, run.region, spec.n_rows, LinearBoundOptions(), prior=prior, stop=run.deadline)
+    layout = _layout(net, root)
+    splits = torch.zeros(1, layout.n, dtype=torch.int8)
+    lo, hi = layout.lower.unsqueeze(0), layout.upper.unsqueeze(0)
+    alpha = layout.flat(root.alpha, 2) if layout.names else torch.zeros(1, spec.n_rows, 0)
+    margin, rows, alpha, beta, _ = _Clause(run, layout, spec).bound(lo, hi, splits, alpha, torch.zeros_like(alpha),
+                                                                    options.root, record=False,
+                                                                    deadline=run.root_deadline())
+    return root, layout, margin, rows, alpha, beta
 
 
 def _clause_search(run: Search, clause: _Clause, alpha: Tensor, beta: Tensor) -> Outcome:

@@ -24,8 +24,9 @@ from torch import Tensor
 from domains.crown import BetaOptions
 from networks.ir import Network
 from profit.attacks import AttackOptions, confirm, onnx_outputs, pgd, quick_attack
+from profit.bab.milp import MilpOptions
 from profit.errors import ProfitError
-from profit.outcomes import BabStats, Counterexample, Unknown
+from profit.outcomes import BabStats, Counterexample, Proven, Unknown
 from specs.properties import Spec
 from specs.regions import Box
 
@@ -51,7 +52,9 @@ class BabOptions:
     refine: recompute the children's pre-activation bounds by CROWN (else the root's,
     with the split neurons clamped, stay fixed and only beta carries the splits);
     near_zero: float32 spec bounds in (0, near_zero] are re-checked in float64;
-    attack: the PGD run on the whole region first; seed: every random choice.
+    attack: the PGD run on the whole region first; seed: every random choice;
+    milp: MILP-tightened pre-activation bounds and a racing exact MILP for ReLU splitting
+    when the root bound leaves the spec open (`profit.bab.milp`; None: off).
     """
 
     mode: str = "auto"
@@ -71,6 +74,7 @@ class BabOptions:
     near_zero: float = 1e-5
     attack: AttackOptions = AttackOptions(steps=50, restarts=10)
     seed: int = 0
+    milp: MilpOptions | None = MilpOptions()
 
     def __post_init__(self) -> None:
         if self.input_branching not in ("smear", "sb"):
@@ -154,6 +158,9 @@ class Search:
         self.domains = self.batches = self.max_live = 0
         self.mode = "attack"
         self._per_domain: float | None = None
+        self.stage_end = math.inf  # an earlier end of the current search stage (see relu_split.search)
+        self.race = None  # a profit.bab.milp.MilpRace while one runs
+        self.milp_stats = None  # what MILP tightening did, if it ran
 
     @property
     def net64(self) -> Network:
@@ -169,11 +176,26 @@ class Search:
         return None if self.timeout is None else time.perf_counter() + 0.25 * self.remaining()
 
     def expired(self) -> bool:
-        return time.perf_counter() >= self.deadline
+        return time.perf_counter() >= min(self.deadline, self.stage_end)
 
-    def halt(self, live: int, cap: int) -> Unknown | None:
-        """Why a search loop with `live` open subdomains must stop undecided: over the memory
-        cap, or work left after the deadline; None to go on (or finish, when live is 0)."""
+    def race_outcome(self) -> Proven | Counterexample | None:
+        """The racing MILP's answer, if it has one: Proven (every clause) or a confirmed counterexample."""
+        if self.race is None:
+            return None
+        answer = self.race.poll(self.try_points)
+        if answer is not None:
+            self.mode = "milp"  # the race answered: decided_by reads bab-milp
+        if answer == "proven":
+            return Proven()
+        return answer
+
+    def halt(self, live: int, cap: int) -> Proven | Counterexample | Unknown | None:
+        """Why a search loop with `live` open subdomains must stop: the racing MILP answered,
+        over the memory cap, or work left after the deadline; None to go on (or finish, when
+        live is 0)."""
+        decided = self.race_outcome()
+        if decided is not None:
+            return decided
         if live > cap:
             return Unknown(f"memory: {live} live subdomains")
         if live and self.expired():

@@ -153,7 +153,8 @@ def test_relu_splitting_decides_fully_split_subdomains_by_lp(tmp_path: Path, mon
     leaves = []
     original = bab_relu._leaf
     monkeypatch.setattr(bab_relu, "_leaf", lambda *args: leaves.append(1) or original(*args))
-    options = BabOptions(mode="relu", attack=AttackOptions(steps=0, restarts=1), candidates=1, refine=refine)
+    options = BabOptions(mode="relu", attack=AttackOptions(steps=0, restarts=1), candidates=1, refine=refine,
+                         milp=None)  # no racing MILP: it would decide these before any leaf
     for net, box, spec, margin, name in _cases(tmp_path, 12, 3, seed=1, hidden_sizes=([4, 4], [3, 3, 3])):
         _check_verdict(check(net, box, spec, timeout=30, options=options), net, box, spec, margin, name)
     assert leaves
@@ -401,7 +402,7 @@ def test_timeout_is_respected_among_lp_leaves(monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setattr(bab_relu._Clause, "decide", leaves_after_root)
     monkeypatch.setattr(bab_relu, "_leaf", slow_leaf)
-    options = BabOptions(mode="relu", attack=AttackOptions(steps=5, restarts=1))
+    options = BabOptions(mode="relu", attack=AttackOptions(steps=5, restarts=1), milp=None)
     start = time.perf_counter()
     outcome = check(net, box, spec, timeout=timeout, options=options)
     elapsed = time.perf_counter() - start
@@ -411,7 +412,7 @@ def test_timeout_is_respected_among_lp_leaves(monkeypatch: pytest.MonkeyPatch) -
 
 def test_memory_cap_gives_unknown_memory() -> None:
     net, box, spec = _hard_mnist()
-    options = BabOptions(mode="relu", max_domains=4, attack=AttackOptions(steps=5, restarts=1))
+    options = BabOptions(mode="relu", max_domains=4, attack=AttackOptions(steps=5, restarts=1), milp=None)
     outcome = check(net, box, spec, timeout=120, options=options)
     assert isinstance(outcome, Unknown) and outcome.reason.startswith("memory: "), outcome
     options = BabOptions(mode="input", max_domains=4, attack=AttackOptions(steps=5, restarts=1))
