@@ -30,6 +30,11 @@ runs: min t with t >= C_r y + d_r for the rows r of one clause, per clause; a du
 above the tolerance proves the clause, a solution with t <= 0 is a candidate
 counterexample that the caller confirms with onnxruntime. Its result is polled between
 BaB batches; `close` kills the process.
+
+Workers are forked (POSIX): where the platform cannot fork, `available()` is False and
+the callers run branch and bound alone. Time limits make which neurons get tightened,
+and whether the race or branch and bound answers first, depend on the machine's speed;
+the answer itself is sound either way.
 """
 
 from __future__ import annotations
@@ -55,6 +60,11 @@ from specs.regions import Box
 
 _AFFINE = (Linear, Conv, Affine, AvgPool, Reshape, Pad, Transpose)
 _MAX_DENSE = 2e7  # entries of one materialised affine map; larger chains skip the MILP
+
+
+def available() -> bool:
+    """Whether worker processes can be forked here."""
+    return "fork" in mp.get_all_start_methods()
 
 
 @dataclass(frozen=True)

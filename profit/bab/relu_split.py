@@ -27,6 +27,13 @@ per row. Per batch:
   bound recomputed in float64 from the LP's dual values, a violation only through a
   confirmed counterexample at the LP's optimum.
 
+With a timeout (`BabOptions.milp`, on chains of affine layers and ReLUs), the search runs
+in two stages: branch and bound alone for `milp.after` of the timeout; then, if the spec
+is still open, MILP-tightened pre-activation bounds (`profit.bab.milp.tighten`), a new
+root over them and branch and bound again, raced by an exact MILP of the spec when few
+ReLUs are unstable (`profit.bab.milp.MilpRace`; the first answer wins, the other is
+stopped). Clauses proven in the first stage are not searched again.
+
 Other nonlinearities (Sigmoid, Tanh, MaxPool) are not split: they are relaxed as in the
 domains (CROWN's linear bounds over the bounds of their inputs, computed at the root)
 in every subdomain, so only ReLU phases branch. MaxPool could be split on which input
@@ -235,7 +242,7 @@ def search(run: Search) -> Outcome:
     run.record_batch(1, time.perf_counter() - start, 1)
     if bool(margin[0] > 0):
         return Proven()
-    chain = Chain.of(run.net) if options.milp is not None and run.timeout is not None else None
+    chain = Chain.of(run.net) if options.milp is not None and run.timeout is not None and milp.available() else None
     if chain is not None:
         run.stage_end = run.start + options.milp.after * run.timeout
     proven: set[int] = set()
