@@ -39,6 +39,7 @@ the answer itself is sound either way.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import multiprocessing as mp
 import os
@@ -267,7 +268,12 @@ _JOB: dict = {}  # what forked workers inherit: the chain, box, bounds and, once
 def _start_worker() -> None:
     """In a forked child: a fresh HiGHS thread scheduler (the parent's threads are not
     forked with it), so that each model runs on one thread; stdout to /dev/null (HiGHS
-    prints a banner per process; results travel through pipes, and a CLI's stdout stays clean)."""
+    prints a banner per process; results travel through pipes, and a CLI's stdout stays clean);
+    on Linux, killed with the parent (PR_SET_PDEATHSIG), so that nothing outlives a killed run."""
+    try:
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
     highspy.Highs.resetThreadScheduler(False)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
