@@ -44,6 +44,20 @@ class RuntimeModel:
             return self._run(self._session, self.net, x.detach().float())
 
 
+def reconstruction_error(autoencoder: Model, x: Tensor) -> Tensor:
+    """||x - AE(x)||^2 per image (B,): CEM's gamma term, how far x lies from the data the
+    autoencoder learnt (its output may be flat; it is read in x's shape)."""
+    return (x - forward(autoencoder, x).to(x.dtype).reshape(x.shape)).reshape(len(x), -1).pow(2).sum(1)
+
+
+def check_autoencoder(autoencoder: Network, net: Network) -> None:
+    """A clear error unless the autoencoder maps the classifier's input shape to as many values."""
+    n = int(torch.Size(net.input_shape).numel())
+    if tuple(autoencoder.input_shape) != tuple(net.input_shape) or autoencoder.n_outputs != n:
+        raise ProfitError(f"the autoencoder maps {tuple(autoencoder.input_shape)} to {tuple(autoencoder.output_shape)}, "
+                          f"the classifier needs {tuple(net.input_shape)} to {n} values")
+
+
 # --------------------------------------------------------------------------------- losses
 class Loss(ABC):
     """The smooth part g(d) of the objective (the l1 term is the optimizer's proximal step),
@@ -119,8 +133,7 @@ class CEMLoss(Loss):
         attack = torch.clamp(gap if self.mode == "PN" else -gap, min=-self.kappa)
         g = self.c.to(d.dtype) * attack + d.reshape(len(d), -1).pow(2).sum(1)
         if self.gamma > 0:
-            x = self.inputs(d)
-            g = g + self.gamma * (x - self.autoencoder(x).reshape(x.shape)).reshape(len(d), -1).pow(2).sum(1)
+            g = g + self.gamma * reconstruction_error(self.autoencoder, self.inputs(d))
         return g
 
     def success(self, logits: Tensor) -> Tensor:
@@ -269,6 +282,71 @@ class ProjectedAdam(Optimizer):
         return self.x
 
 
+def lambert_w_exp(L: Tensor) -> Tensor:
+    """W(e^L), the principal Lambert W of e^L, for real L (elementwise, float64): w with
+    w + log w = L, by Newton on v = log w (e^v + v = L is convex and increasing in v, and the
+    start log softplus(L) lies right of the root, so the iterates fall monotonically to it)."""
+    L = L.double().clamp(min=-700.0)
+    v = torch.log(torch.nn.functional.softplus(L))
+    for _ in range(40):
+        step = (v.exp() + v - L) / (v.exp() + 1.0)
+        v = v - step
+        if float(step.abs().max()) < 1e-13:
+            break
+    return v.exp()
+
+
+class AdaExpGrad(Optimizer):
+    """Adaptive exponentiated gradient with l1/l2 thresholding (the mirror-descent optimizer of
+    MAXi; Hazan-style AdaGrad step on the hyperbolic-entropy mirror map
+    phi(x) = sum (|x| + b) log(|x| / b + 1) - |x|, b = 1 / n). Per step, per image:
+
+        lambda += ||g||_inf^2,  alpha = eta sqrt(lambda),
+        z = sign(x) log(|x| / b + 1) - g / alpha                       (the dual point)
+        |x'| solves log(|x'| / b + 1) + (l2 / alpha) |x'| = |z| - l1 / alpha, or 0 if |z| <= l1 / alpha
+             (l2 = 0: b (exp(|z| - l1 / alpha) - 1); l2 > 0: W(a e^(a + |z| - l1/alpha)) alpha / l2 - b, a = b l2 / alpha)
+        x' = clamp(sign(z) |x'|, box),  returned as is, or (`average=True`, MAXi's choice, the
+        online-to-batch average of the theory) the running average of the x'.
+
+    The last iterate is the default: for a fixed c the average lags behind the flip (on the
+    shipped MLP, 5 PNs at c = 10: 2 found within 200 steps averaged, 5 with the last iterate).
+
+    l1 is the loss's beta (the same l1 weight the other optimizers' prox applies); l2 is an
+    extra weight on top of the loss's ||d||^2 (default 0). The step scale eta replaces a
+    learning rate: alpha adapts to the observed gradients, so no decay schedule is needed."""
+
+    def __init__(self, eta: float = 1.0, l2: float = 0.0, average: bool = False) -> None:
+        if not eta > 0 or l2 < 0:
+            raise ProfitError(f"AdaExpGrad needs eta > 0 and l2 >= 0, got eta {eta}, l2 {l2}")
+        super().__init__(lr=eta, decay=0.0)
+        self.eta, self.l2, self.average = eta, l2, average
+
+    def start(self, d: Tensor) -> None:
+        self.x, self.y = d.clone(), d.clone()
+        self.lam = torch.ones(len(d), dtype=torch.float64)
+
+    def step(self, k: int, total: int, loss: Loss, grad: Callable[[Tensor], Tensor]) -> Tensor:
+        g = grad(self.x).double()
+        flat = g.reshape(len(g), -1)
+        self.lam = self.lam + flat.abs().amax(1) ** 2
+        alpha = (self.eta * self.lam.sqrt()).reshape(-1, *[1] * (g.dim() - 1))
+        b = 1.0 / flat.shape[1]
+        z = torch.sign(self.x) * torch.log1p(self.x.abs() / b) - g / alpha
+        excess = z.abs() - loss.l1 / alpha
+        if self.l2 == 0:
+            magnitude = b * torch.expm1(excess.clamp(min=0.0))
+        else:
+            a = b * self.l2 / alpha
+            magnitude = (lambert_w_exp(torch.log(a) + a + excess) / (self.l2 / alpha) - b).clamp(min=0.0)
+            magnitude = torch.where(excess > 0, magnitude, torch.zeros_like(magnitude))
+        lo, hi = loss.box()
+        self.x = torch.clamp(torch.sign(z) * magnitude, lo, hi)
+        if not self.average:
+            return self.x
+        self.y = self.y + (self.x - self.y) / (k + 1.0)
+        return self.y
+
+
 def check_compatible(loss: type, optimizer: type, gradient: type) -> None:
     """A clear error at construction for components that do not fit together."""
     for what, cls, base in (("loss", loss, Loss), ("optimizer", optimizer, Optimizer), ("gradient", gradient, Gradient)):
@@ -284,6 +362,6 @@ def requires_white_box(gradient: Gradient, model: Model) -> None:
                           "use RandomDirectionGradient or FiniteDifferenceGradient for a black box")
 
 
-__all__ = ["CEMLoss", "FISTA", "FiniteDifferenceGradient", "Gradient", "Loss", "Model", "Optimizer",
+__all__ = ["AdaExpGrad", "CEMLoss", "FISTA", "FiniteDifferenceGradient", "Gradient", "Loss", "Model", "Optimizer",
            "ProjectedAdam", "RandomDirectionGradient", "RuntimeModel", "TorchGradient", "check_compatible",
-           "forward", "requires_white_box", "shrink"]
+           "check_autoencoder", "forward", "lambert_w_exp", "reconstruction_error", "requires_white_box", "shrink"]
