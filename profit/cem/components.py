@@ -151,6 +151,65 @@ class CEMLoss(Loss):
         return self.l1 * flat.abs().sum(1) + flat.pow(2).sum(1)
 
 
+def grid_segments(shape: tuple[int, int], k: int) -> Tensor:
+    """A deterministic segmentation of an H x W image into k x k patches (the last row and
+    column of patches may be smaller): labels (H, W), row-major patch order."""
+    h, w = shape
+    if k < 1:
+        raise ProfitError(f"patch size must be >= 1, got {k}")
+    rows, cols = torch.arange(h) // k, torch.arange(w) // k
+    return rows[:, None] * (-(-w // k)) + cols[None, :]
+
+
+class SuperpixelCEMLoss(CEMLoss):
+    """CEM over a segmentation (superpixels): the variable is one weight w_s in [0, 1] per
+    segment, broadcast to its pixels, and a pixel moves by w_s times its whole feasible move
+    (PN: to `high`, or `low` below the no-info value; PP: from the no-info value to x0), so a
+    PP is v + w (x0 - v) and a PN x0 + w (room), segment by segment, and both stay feasible.
+    The l1 weight beta counts segments (on w); ||d||^2 and the AE term are on pixels.
+
+    `segments` is a label map of the image's shape, or of its last two dims (broadcast over
+    channels); any integer labels (renumbered 0..S-1 in sorted order)."""
+
+    def __init__(self, x0: Tensor, target: Tensor, segments: Tensor, mode: str = "PN", c: Tensor | float = 10.0,
+                 kappa: float = 0.0, beta: float = 0.1, gamma: float = 0.0, autoencoder: Model | None = None,
+                 no_info: float = 0.0, low: float = 0.0, high: float = 1.0) -> None:
+        super().__init__(x0, target, mode, c, kappa, beta, gamma, autoencoder, no_info, low, high)
+        shape = tuple(x0.shape[1:])
+        labels = torch.as_tensor(segments)
+        if labels.is_floating_point() or tuple(labels.shape) not in (shape, shape[-2:]):
+            raise ProfitError(f"segments must be an integer label map of shape {shape} or {shape[-2:]}, "
+                              f"got {tuple(labels.shape)} {labels.dtype}")
+        self.segments = labels
+        _, self.labels = torch.unique(labels.expand(shape).reshape(-1), return_inverse=True)  # (n,)
+        self.n_segments = int(self.labels.max()) + 1
+        lo, hi = CEMLoss.box(self)
+        self.room = torch.where(hi != 0, hi, lo)  # each pixel's whole feasible move (B, *shape)
+
+    def pixels(self, w: Tensor) -> Tensor:
+        """The pixel change d (B, *shape) of segment weights w (B, S)."""
+        return w.to(self.room.dtype)[:, self.labels].reshape(self.room.shape) * self.room
+
+    def inputs(self, w: Tensor) -> Tensor:
+        return super().inputs(self.pixels(w))
+
+    def box(self) -> tuple[Tensor, Tensor]:
+        zeros = torch.zeros(len(self.x0), self.n_segments, dtype=torch.float64)
+        return zeros, torch.ones_like(zeros)
+
+    def value(self, w: Tensor, logits: Tensor) -> Tensor:
+        return super().value(self.pixels(w), logits)
+
+    def repeat(self, k: int) -> SuperpixelCEMLoss:
+        return SuperpixelCEMLoss(self.x0.repeat_interleave(k, 0), self.target.repeat_interleave(k, 0), self.segments,
+                                 self.mode, self.c.repeat_interleave(k, 0), self.kappa, self.l1, self.gamma,
+                                 self.autoencoder, self.no_info, self.low, self.high)
+
+    def distance(self, w: Tensor) -> Tensor:
+        """beta ||w||_1 (segments) + ||d||_2^2 (pixels)."""
+        return self.l1 * w.reshape(len(w), -1).abs().sum(1) + self.pixels(w).reshape(len(w), -1).pow(2).sum(1)
+
+
 # ----------------------------------------------------------------------------- gradients
 class Gradient(ABC):
     """An estimate of the gradient of g = loss.value at d, per image."""
@@ -363,5 +422,6 @@ def requires_white_box(gradient: Gradient, model: Model) -> None:
 
 
 __all__ = ["AdaExpGrad", "CEMLoss", "FISTA", "FiniteDifferenceGradient", "Gradient", "Loss", "Model", "Optimizer",
-           "ProjectedAdam", "RandomDirectionGradient", "RuntimeModel", "TorchGradient", "check_compatible",
-           "check_autoencoder", "forward", "lambert_w_exp", "reconstruction_error", "requires_white_box", "shrink"]
+           "ProjectedAdam", "RandomDirectionGradient", "RuntimeModel", "SuperpixelCEMLoss", "TorchGradient",
+           "check_autoencoder", "check_compatible", "forward", "grid_segments", "lambert_w_exp",
+           "reconstruction_error", "requires_white_box", "shrink"]

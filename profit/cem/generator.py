@@ -13,8 +13,8 @@ import torch
 from torch import Tensor
 
 from profit.cem.components import (
-    FISTA, AdaExpGrad, CEMLoss, Gradient, Loss, Model, Optimizer, TorchGradient, check_compatible, forward,
-    reconstruction_error, requires_white_box,
+    FISTA, AdaExpGrad, CEMLoss, Gradient, Loss, Model, Optimizer, SuperpixelCEMLoss, TorchGradient, check_compatible,
+    forward, reconstruction_error, requires_white_box,
 )
 from profit.errors import ProfitError
 
@@ -163,13 +163,14 @@ class CEMResult:
 
 def cem(model: Model, x0: Tensor, options: CEMOptions = CEMOptions(), target: Tensor | None = None,
         gradient: Gradient | None = None, optimizer: Optimizer | None = None,
-        autoencoder: Model | None = None, save_freq: int | None = None) -> CEMResult:
+        autoencoder: Model | None = None, save_freq: int | None = None, segments: Tensor | None = None) -> CEMResult:
     """Contrastive explanations of a batch x0 (B, *shape): a binary search over c (c_steps
     rounds from c_init; on success the upper bound shrinks, otherwise c rises), each round a
     full optimisation; the best is the successful iterate with the smallest elastic-net
     distance over all rounds. Deterministic (the gradient estimators are seeded). With
     `save_freq`, the result keeps the savepoints (iteration 1, every save_freq-th, the last)
-    of the round each image's best came from (the last round where none was found)."""
+    of the round each image's best came from (the last round where none was found). With
+    `segments` (a label map), the superpixel variant (`SuperpixelCEMLoss`)."""
     x0 = x0.double()
     with torch.no_grad():
         target = forward(model, x0).argmax(1) if target is None else target.long()
@@ -185,8 +186,9 @@ def cem(model: Model, x0: Tensor, options: CEMOptions = CEMOptions(), target: Te
     loss = None
     kept: dict[int, Tensor] = {}
     for _ in range(options.c_steps):
-        loss = CEMLoss(x0, target, options.mode, c, options.kappa, options.beta, options.gamma, autoencoder,
-                       options.no_info, options.low, options.high)
+        args = (options.mode, c, options.kappa, options.beta, options.gamma, autoencoder, options.no_info,
+                options.low, options.high)
+        loss = CEMLoss(x0, target, *args) if segments is None else SuperpixelCEMLoss(x0, target, segments, *args)
         d, dist, _, trace = optimise(loss, optimizer, gradient, model, options.max_iter, save_freq)
         ok = torch.isfinite(dist)
         better = ok & (dist < best_dist)
@@ -199,7 +201,7 @@ def cem(model: Model, x0: Tensor, options: CEMOptions = CEMOptions(), target: Te
         c = torch.where(upper < 1e9, (lower + upper) / 2, c * 10)
     found = torch.isfinite(best_dist)
     assert loss is not None
-    explanation = torch.where(found.reshape(-1, *[1] * (x0.dim() - 1)), best, loss.inputs(torch.zeros_like(x0)))
+    explanation = torch.where(found.reshape(-1, *[1] * (x0.dim() - 1)), best, loss.inputs(torch.zeros_like(loss.box()[0])))
     with torch.no_grad():
         predicted = forward(model, explanation).argmax(1)
     return CEMResult(x0, target, explanation, found, best_dist, predicted, best_c, options.mode,

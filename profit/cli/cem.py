@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from profit.cli.common import IMAGES_HELP, arg, command, write_text
@@ -52,9 +53,11 @@ def handle(args: argparse.Namespace) -> int:
         model = RuntimeModel(net.source, net)
         gradient = RandomDirectionGradient(seed=args.seed) if args.gradient == "random" else FiniteDifferenceGradient()
     start = time.perf_counter()
+    segments = _segments(args.segments, tuple(net.input_shape)) if args.segments else None
     save_freq = max(1, args.iterations // 5) if args.save_dir else None
     result = cem(model, x, options, gradient=gradient, optimizer=optimizer,
-                 autoencoder=None if args.gamma == 0 else autoencoder, save_freq=save_freq)
+                 autoencoder=None if args.gamma == 0 else autoencoder, save_freq=save_freq,
+                 segments=segments)
     seconds = (time.perf_counter() - start) / len(indices)
     if mode == "PP":
         facts = [f"{c.status}, {len(c.pixels)} pixels" + (f" ({c.removed} dropped by the proof)" if c.removed else "")
@@ -107,6 +110,28 @@ def handle(args: argparse.Namespace) -> int:
     return 0
 
 
+def _segments(spec: str, shape: tuple[int, ...]) -> torch.Tensor:
+    """`grid:K` (k x k patches) or a .npy integer label map of the image's (H, W) or full shape."""
+    from profit.cem import grid_segments
+
+    if spec.startswith("grid:"):
+        try:
+            k = int(spec[5:])
+        except ValueError:
+            raise ProfitError(f"--segments grid:K needs an integer K, got '{spec}'") from None
+        return grid_segments(shape[-2:], k)
+    path = Path(spec)
+    if not path.is_file():
+        raise ProfitError(f"--segments: {spec} is neither grid:K nor a .npy file")
+    try:
+        labels = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ProfitError(f"--segments: cannot read {spec} as .npy ({err})") from None
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ProfitError(f"--segments: {spec} holds {labels.dtype}, expected integer labels")
+    return torch.from_numpy(labels.astype(np.int64))
+
+
 COMMAND = command(
     "cem", "contrastive explanations (CEM): pertinent positives / negatives, certified where proven",
     arg("network", nargs="?", default="mnist_mlp", metavar="NET", help="ONNX file or shipped network name"),
@@ -122,6 +147,8 @@ COMMAND = command(
     arg("--optimizer", default="fista", choices=("fista", "adam", "adaexpgrad"),
         help="FISTA (default), Adam with projection, or adaptive exponentiated gradient (MAXi)"),
     arg("--eta", type=float, default=1.0, help="AdaExpGrad's step scale eta (default 1)"),
+    arg("--segments", metavar="SEG", default=None, help="superpixel CEM: grid:K (k x k patches) or a .npy integer "
+        "label map; one weight per segment"),
     arg("--c-init", type=float, default=10.0, help="initial c of the binary search (default 10)"),
     arg("--c-steps", type=int, default=5, help="binary-search steps over c (default 5)"),
     arg("--iterations", type=int, default=300, help="optimiser iterations per c (default 300)"),
