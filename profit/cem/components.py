@@ -238,22 +238,32 @@ class TorchGradient(Gradient):
         return grad
 
 
-class RandomDirectionGradient(Gradient):
-    """Zeroth-order estimate along q random unit directions (as MAXi's URV):
-    n/q sum_j (g(d + mu u_j) - g(d)) / mu u_j, u_j uniform on the unit sphere; seeded."""
+DIRECTIONS = ("sphere", "gaussian")
 
-    def __init__(self, q: int = 20, mu: float = 1e-3, seed: int = 0) -> None:
-        self.q, self.mu, self.g = q, mu, torch.Generator().manual_seed(seed)
+
+class RandomDirectionGradient(Gradient):
+    """Zeroth-order estimate along q random directions u_j (MAXi's URV / USRV), seeded:
+    s/q sum_j (g(d + mu u_j) - g(d)) / mu u_j, with u_j uniform on the unit sphere and s = n
+    ("sphere", E[u u^T] = I / n), or standard normal and s = 1 ("gaussian", E[u u^T] = I)."""
+
+    def __init__(self, q: int = 20, mu: float = 1e-3, seed: int = 0, directions: str = "sphere") -> None:
+        if directions not in DIRECTIONS:
+            raise ProfitError(f"directions must be one of {', '.join(DIRECTIONS)}, got '{directions}'")
+        if q < 1 or not mu > 0:
+            raise ProfitError(f"a random-direction gradient needs q >= 1 and mu > 0, got q {q}, mu {mu}")
+        self.q, self.mu, self.g, self.directions = q, mu, torch.Generator().manual_seed(seed), directions
 
     def __call__(self, loss: Loss, model: Model, d: Tensor) -> Tensor:
         B, shape, n = len(d), d.shape[1:], d[0].numel()
         u = torch.randn(B, self.q, n, generator=self.g, dtype=torch.float64)
-        u = u / u.norm(dim=2, keepdim=True)
+        scale = 1.0
+        if self.directions == "sphere":
+            u, scale = u / u.norm(dim=2, keepdim=True), float(n)
         base = _g(loss, model, d)
         moved = d.reshape(B, 1, n) + self.mu * u
         values = _g(loss.repeat(self.q), model, moved.reshape(B * self.q, *shape)).reshape(B, self.q)
         weights = (values - base[:, None]) / self.mu
-        return (n / self.q * (weights[:, :, None] * u).sum(1)).reshape(d.shape)
+        return (scale / self.q * (weights[:, :, None] * u).sum(1)).reshape(d.shape)
 
 
 class FiniteDifferenceGradient(Gradient):

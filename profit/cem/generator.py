@@ -154,11 +154,22 @@ class CEMResult:
     c: Tensor
     mode: str
     savepoints: dict[int, Tensor] | None = None  # iteration -> inputs (B, *shape) of each image's best c round
+    c_trace: Tensor | None = None  # (c_steps, B): the c of every round of the binary search
+    success_trace: Tensor | None = None  # (c_steps, B) bool: whether the round found an explanation
 
     @property
     def delta(self) -> Tensor:
         """The explanation's change to x0 (PN) or the PP itself minus the no-info value (PP)."""
         return self.explanation - self.x0
+
+
+def next_c(c: Tensor, lower: Tensor, upper: Tensor, ok: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """One step of CEM's binary search over c, per image (all (B,)): success at c shrinks the
+    upper bound to c, failure raises the lower bound to c; the next c is the midpoint once an
+    upper bound is known (< 1e9), else ten times c. Returns (c, lower, upper)."""
+    upper = torch.where(ok, torch.minimum(upper, c), upper)
+    lower = torch.where(ok, lower, torch.maximum(lower, c))
+    return torch.where(upper < 1e9, (lower + upper) / 2, c * 10), lower, upper
 
 
 def cem(model: Model, x0: Tensor, options: CEMOptions = CEMOptions(), target: Tensor | None = None,
@@ -185,24 +196,26 @@ def cem(model: Model, x0: Tensor, options: CEMOptions = CEMOptions(), target: Te
     best_c = torch.zeros(B, dtype=torch.float64)
     loss = None
     kept: dict[int, Tensor] = {}
+    tried: list[Tensor] = []
+    succeeded: list[Tensor] = []
     for _ in range(options.c_steps):
         args = (options.mode, c, options.kappa, options.beta, options.gamma, autoencoder, options.no_info,
                 options.low, options.high)
         loss = CEMLoss(x0, target, *args) if segments is None else SuperpixelCEMLoss(x0, target, segments, *args)
         d, dist, _, trace = optimise(loss, optimizer, gradient, model, options.max_iter, save_freq)
         ok = torch.isfinite(dist)
+        tried.append(c.clone())
+        succeeded.append(ok)
         better = ok & (dist < best_dist)
         take = (better | ~torch.isfinite(best_dist)).reshape(-1, *[1] * (x0.dim() - 1))
         kept = {k: torch.where(take, loss.inputs(v), kept[k]) if k in kept else loss.inputs(v) for k, v in trace.items()}
         best = torch.where(better.reshape(-1, *[1] * (x0.dim() - 1)), loss.inputs(d), best)
         best_dist, best_c = torch.where(better, dist, best_dist), torch.where(better, c, best_c)
-        upper = torch.where(ok, torch.minimum(upper, c), upper)
-        lower = torch.where(ok, lower, torch.maximum(lower, c))
-        c = torch.where(upper < 1e9, (lower + upper) / 2, c * 10)
+        c, lower, upper = next_c(c, lower, upper, ok)
     found = torch.isfinite(best_dist)
     assert loss is not None
     explanation = torch.where(found.reshape(-1, *[1] * (x0.dim() - 1)), best, loss.inputs(torch.zeros_like(loss.box()[0])))
     with torch.no_grad():
         predicted = forward(model, explanation).argmax(1)
     return CEMResult(x0, target, explanation, found, best_dist, predicted, best_c, options.mode,
-                     kept if save_freq is not None else None)
+                     kept if save_freq is not None else None, torch.stack(tried), torch.stack(succeeded))
