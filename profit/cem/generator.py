@@ -156,11 +156,13 @@ class CEMResult:
     savepoints: dict[int, Tensor] | None = None  # iteration -> inputs (B, *shape) of each image's best c round
     c_trace: Tensor | None = None  # (c_steps, B): the c of every round of the binary search
     success_trace: Tensor | None = None  # (c_steps, B) bool: whether the round found an explanation
+    no_info: float = 0.0
 
     @property
     def delta(self) -> Tensor:
-        """The explanation's change to x0 (PN) or the PP itself minus the no-info value (PP)."""
-        return self.explanation - self.x0
+        """The explanation's change to x0 (PN) or the PP itself minus the no-info value (PP): the
+        optimised d, whose l0 / l1 are the explanation's sparsity in both modes."""
+        return self.explanation - (self.x0 if self.mode == "PN" else self.no_info)
 
 
 def next_c(c: Tensor, lower: Tensor, upper: Tensor, ok: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -218,4 +220,4 @@ def cem(model: Model, x0: Tensor, options: CEMOptions = CEMOptions(), target: Te
     with torch.no_grad():
         predicted = forward(model, explanation).argmax(1)
     return CEMResult(x0, target, explanation, found, best_dist, predicted, best_c, options.mode,
-                     kept if save_freq is not None else None, torch.stack(tried), torch.stack(succeeded))
+                     kept if save_freq is not None else None, torch.stack(tried), torch.stack(succeeded), options.no_info)

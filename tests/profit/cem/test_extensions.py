@@ -141,8 +141,9 @@ def test_superpixel_explanations_are_feasible_and_constant_per_segment(net, x, m
         loss = SuperpixelCEMLoss(result.x0, result.target, segments, mode)
         for per_image in _segment_weights(loss, result.delta):
             for values in per_image:
-                if len(values):
+                if len(values):  # one weight in [0, 1] per segment
                     assert float(values.max() - values.min()) < 1e-9
+                    assert -1e-12 <= float(values.min()) and float(values.max()) <= 1 + 1e-12
         classes = onnx_outputs(MLP, net, e.float()).argmax(1)
         assert bool(((classes != result.target) if mode == "PN" else (classes == result.target)).all())
     assert grid_segments((28, 28), 4).unique().numel() == 49 and grid_segments((5, 7), 3).max() == 5
