@@ -30,8 +30,8 @@ import torch  # noqa: E402
 
 from networks.datasets import load_samples  # noqa: E402
 from profit.attacks import onnx_outputs  # noqa: E402
-from profit.cem import FISTA, AdaExpGrad, CEMOptions, ProjectedAdam, cem, certify_pn, certify_pp  # noqa: E402
-from profit.cem.components import check_autoencoder, reconstruction_error  # noqa: E402
+from profit.cem import CEMOptions, cem, certify_pn, certify_pp  # noqa: E402
+from profit.cem.components import OPTIMIZERS, check_autoencoder, make_optimizer, reconstruction_error  # noqa: E402
 from profit.data import load_network  # noqa: E402
 
 
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--original-threshold", action="store_true")
     parser.add_argument("--gamma", type=float, nargs="+", default=[0.0], help="one row per value (default 0)")
     parser.add_argument("--ae", default="mnist_ae", help="autoencoder of the gamma term and the AE error column")
-    parser.add_argument("--optimizer", default="fista", choices=("fista", "adam", "adaexpgrad"))
+    parser.add_argument("--optimizer", default="fista", choices=OPTIMIZERS)
     parser.add_argument("--modes", default="PN,PP")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -62,8 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         for gamma in args.gamma:
             options = CEMOptions(mode=mode, kappa=args.kappa, gamma=gamma, max_iter=args.iterations,
                                  c_steps=args.c_steps, original_threshold=args.original_threshold)
-            optimizer = {"fista": lambda: FISTA(lr=options.lr, original_threshold=args.original_threshold),
-                         "adam": lambda: ProjectedAdam(lr=options.lr), "adaexpgrad": AdaExpGrad}[args.optimizer]()
+            optimizer = make_optimizer(args.optimizer, options.lr, original_threshold=args.original_threshold)
             start = time.perf_counter()
             result = cem(net, x, options, optimizer=optimizer, autoencoder=autoencoder if gamma > 0 else None)
             seconds = time.perf_counter() - start

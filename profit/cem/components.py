@@ -54,8 +54,9 @@ def check_autoencoder(autoencoder: Network, net: Network) -> None:
     """A clear error unless the autoencoder maps the classifier's input shape to as many values."""
     n = int(torch.Size(net.input_shape).numel())
     if tuple(autoencoder.input_shape) != tuple(net.input_shape) or autoencoder.n_outputs != n:
-        raise ProfitError(f"the autoencoder maps {tuple(autoencoder.input_shape)} to {tuple(autoencoder.output_shape)}, "
-                          f"the classifier needs {tuple(net.input_shape)} to {n} values")
+        raise ProfitError(f"the autoencoder maps {tuple(autoencoder.input_shape)} to "
+                          f"{tuple(autoencoder.output_shape)}, the classifier needs {tuple(net.input_shape)} "
+                          f"to {n} values")
 
 
 # --------------------------------------------------------------------------------- losses
@@ -373,7 +374,8 @@ class AdaExpGrad(Optimizer):
         lambda += ||g||_inf^2,  alpha = eta sqrt(lambda),
         z = sign(x) log(|x| / b + 1) - g / alpha                       (the dual point)
         |x'| solves log(|x'| / b + 1) + (l2 / alpha) |x'| = |z| - l1 / alpha, or 0 if |z| <= l1 / alpha
-             (l2 = 0: b (exp(|z| - l1 / alpha) - 1); l2 > 0: W(a e^(a + |z| - l1/alpha)) alpha / l2 - b, a = b l2 / alpha)
+             (l2 = 0: b (exp(|z| - l1 / alpha) - 1);
+              l2 > 0: W(a e^(a + |z| - l1 / alpha)) alpha / l2 - b with a = b l2 / alpha, W the Lambert W)
         x' = clamp(sign(z) |x'|, box),  returned as is, or (`average=True`, MAXi's choice, the
         online-to-batch average of the theory) the running average of the x'.
 
@@ -416,6 +418,21 @@ class AdaExpGrad(Optimizer):
         return self.y
 
 
+OPTIMIZERS = ("fista", "adam", "adaexpgrad")  # names of `make_optimizer` (the CLI's --optimizer choices)
+
+
+def make_optimizer(name: str, lr: float = 1e-2, eta: float = 1.0, original_threshold: bool = False) -> Optimizer:
+    """An optimizer by name: FISTA (lr, original_threshold), Adam with projection (lr) or
+    AdaExpGrad (eta)."""
+    if name == "fista":
+        return FISTA(lr=lr, original_threshold=original_threshold)
+    if name == "adam":
+        return ProjectedAdam(lr=lr, original_threshold=original_threshold)
+    if name == "adaexpgrad":
+        return AdaExpGrad(eta=eta)
+    raise ProfitError(f"unknown optimizer '{name}' (choose from {', '.join(OPTIMIZERS)})")
+
+
 def check_compatible(loss: type, optimizer: type, gradient: type) -> None:
     """A clear error at construction for components that do not fit together."""
     for what, cls, base in (("loss", loss, Loss), ("optimizer", optimizer, Optimizer), ("gradient", gradient, Gradient)):
@@ -433,5 +450,5 @@ def requires_white_box(gradient: Gradient, model: Model) -> None:
 
 __all__ = ["AdaExpGrad", "CEMLoss", "FISTA", "FiniteDifferenceGradient", "Gradient", "Loss", "Model", "Optimizer",
            "ProjectedAdam", "RandomDirectionGradient", "RuntimeModel", "SuperpixelCEMLoss", "TorchGradient",
-           "check_autoencoder", "check_compatible", "forward", "grid_segments", "lambert_w_exp",
-           "reconstruction_error", "requires_white_box", "shrink"]
+           "OPTIMIZERS", "check_autoencoder", "check_compatible", "forward", "grid_segments", "lambert_w_exp",
+           "make_optimizer", "reconstruction_error", "requires_white_box", "shrink"]

@@ -210,14 +210,17 @@ def cem(model: Model, x0: Tensor, options: CEMOptions = CEMOptions(), target: Te
         succeeded.append(ok)
         better = ok & (dist < best_dist)
         take = (better | ~torch.isfinite(best_dist)).reshape(-1, *[1] * (x0.dim() - 1))
-        kept = {k: torch.where(take, loss.inputs(v), kept[k]) if k in kept else loss.inputs(v) for k, v in trace.items()}
+        kept = {k: torch.where(take, loss.inputs(v), kept[k]) if k in kept else loss.inputs(v)
+                for k, v in trace.items()}
         best = torch.where(better.reshape(-1, *[1] * (x0.dim() - 1)), loss.inputs(d), best)
         best_dist, best_c = torch.where(better, dist, best_dist), torch.where(better, c, best_c)
         c, lower, upper = next_c(c, lower, upper, ok)
     found = torch.isfinite(best_dist)
     assert loss is not None
-    explanation = torch.where(found.reshape(-1, *[1] * (x0.dim() - 1)), best, loss.inputs(torch.zeros_like(loss.box()[0])))
+    nothing = loss.inputs(torch.zeros_like(loss.box()[0]))
+    explanation = torch.where(found.reshape(-1, *[1] * (x0.dim() - 1)), best, nothing)
     with torch.no_grad():
         predicted = forward(model, explanation).argmax(1)
     return CEMResult(x0, target, explanation, found, best_dist, predicted, best_c, options.mode,
-                     kept if save_freq is not None else None, torch.stack(tried), torch.stack(succeeded), options.no_info)
+                     kept if save_freq is not None else None, torch.stack(tried), torch.stack(succeeded),
+                     options.no_info)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from profit.cem.components import OPTIMIZERS
 from profit.cli.common import IMAGES_HELP, arg, command, write_text
 from profit.data import fit_to_network, load_images, load_network, network_channels
 from profit.errors import ProfitError
@@ -18,10 +19,10 @@ from profit.errors import ProfitError
 def handle(args: argparse.Namespace) -> int:
     """One line per image: class, explanation class, distance, pixels, status; PNGs with --save-dir."""
     from profit.cem import (
-        FISTA, AdaExpGrad, CEMOptions, FiniteDifferenceGradient, ProjectedAdam, RandomDirectionGradient,
-        RuntimeModel, TorchGradient, cem, certify_pn, certify_pp,
+        CEMOptions, FiniteDifferenceGradient, RandomDirectionGradient, RuntimeModel, TorchGradient, cem, certify_pn,
+        certify_pp,
     )
-    from profit.cem.components import check_autoencoder, reconstruction_error
+    from profit.cem.components import check_autoencoder, make_optimizer, reconstruction_error
     from profit.cem.generator import class_and_score
 
     if args.kappa < 0 or args.beta < 0 or args.gamma < 0:
@@ -43,8 +44,7 @@ def handle(args: argparse.Namespace) -> int:
     mode = args.mode.upper()
     options = CEMOptions(mode=mode, kappa=args.kappa, beta=args.beta, gamma=args.gamma, c_init=args.c_init,
                          c_steps=args.c_steps, max_iter=args.iterations, lr=args.lr)
-    optimizer = {"fista": lambda: FISTA(lr=args.lr), "adam": lambda: ProjectedAdam(lr=args.lr),
-                 "adaexpgrad": lambda: AdaExpGrad(eta=args.eta)}[args.optimizer]()
+    optimizer = make_optimizer(args.optimizer, lr=args.lr, eta=args.eta)
     if args.gradient == "autograd":
         model, gradient = net, TorchGradient()
     else:
@@ -144,7 +144,7 @@ COMMAND = command(
         "> 0 needs --ae)"),
     arg("--ae", metavar="NET", default=None, help="autoencoder (shipped name, e.g. mnist_ae, or .onnx file) of the "
         "gamma term; also reports each explanation's AE error"),
-    arg("--optimizer", default="fista", choices=("fista", "adam", "adaexpgrad"),
+    arg("--optimizer", default="fista", choices=OPTIMIZERS,
         help="FISTA (default), Adam with projection, or adaptive exponentiated gradient (MAXi)"),
     arg("--eta", type=float, default=1.0, help="AdaExpGrad's step scale eta (default 1)"),
     arg("--segments", metavar="SEG", default=None, help="superpixel CEM: grid:K (k x k patches) or a .npy integer "

@@ -40,8 +40,8 @@ import torch
 from torch import Tensor
 
 from networks.ir import Network
-from profit.cem import FISTA, AdaExpGrad, CEMOptions, ProjectedAdam, cem, grid_segments
-from profit.cem.components import check_autoencoder, reconstruction_error
+from profit.cem import CEMOptions, cem, grid_segments
+from profit.cem.components import OPTIMIZERS, check_autoencoder, make_optimizer, reconstruction_error
 from profit.data import ImageSet, fit_to_network, load_network
 from profit.errors import ProfitError
 from profit.explain import ENUMS, MODES, CascadeOracle, ExplainOptions, Explainer, OracleOptions, PixelDomain, Problem
@@ -391,8 +391,8 @@ class CEMJob:
     json_columns: ClassVar[tuple[str, ...]] = ("explanation", "meta")
 
     def __post_init__(self) -> None:
-        if self.optimizer not in CEM_OPTIMIZERS:
-            raise ProfitError(f"unknown optimizer '{self.optimizer}' (choose from {', '.join(CEM_OPTIMIZERS)})")
+        if self.optimizer not in OPTIMIZERS:
+            raise ProfitError(f"unknown optimizer '{self.optimizer}' (choose from {', '.join(OPTIMIZERS)})")
         if self.options.gamma > 0 and self.autoencoder is None:
             raise ProfitError("gamma > 0 needs an autoencoder")
 
@@ -406,9 +406,7 @@ class CEMJob:
         autoencoder = None if self.autoencoder is None else cached_network(self.autoencoder)
         if autoencoder is not None:
             check_autoencoder(autoencoder, net)
-        optimizer = {"fista": lambda: FISTA(lr=self.options.lr, original_threshold=self.options.original_threshold),
-                     "adam": lambda: ProjectedAdam(lr=self.options.lr),
-                     "adaexpgrad": lambda: AdaExpGrad(eta=self.eta)}[self.optimizer]()
+        optimizer = make_optimizer(self.optimizer, self.options.lr, self.eta, self.options.original_threshold)
         segments = None if self.grid is None else grid_segments(tuple(net.input_shape[-2:]), self.grid)
         result = cem(net, x, self.options, optimizer=optimizer,
                      autoencoder=autoencoder if self.options.gamma > 0 else None, segments=segments)
@@ -440,6 +438,5 @@ class CEMJob:
                                 "found": bool(r["found"]) if r["found"] is not None else None} for r in rows}
 
 
-CEM_OPTIMIZERS = ("fista", "adam", "adaexpgrad")
 JOBS = (VerifyJob, VnnlibJob, FeaturesJob, ExplainJob, CEMJob)
 Job = VerifyJob | VnnlibJob | FeaturesJob | ExplainJob | CEMJob

@@ -16,6 +16,6 @@ from profit.viz.verify import run_grid, save_run
 
 __all__ = [
     "CMAP", "SavedPngs", "plot_attributions", "plot_cem", "plot_comparison", "plot_feature_maps",
-    "plot_gradient_bounds", "plot_gradient_map", "plot_image", "plot_manipulation", "plot_savepoints", "rgb_map", "run_grid", "save",
-    "save_explanation_pngs", "save_feature_maps", "save_run",
+    "plot_gradient_bounds", "plot_gradient_map", "plot_image", "plot_manipulation", "plot_savepoints", "rgb_map",
+    "run_grid", "save", "save_explanation_pngs", "save_feature_maps", "save_run",
 ]
