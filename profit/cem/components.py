@@ -367,9 +367,11 @@ def lambert_w_exp(L: Tensor) -> Tensor:
 
 
 class AdaExpGrad(Optimizer):
-    """Adaptive exponentiated gradient with l1/l2 thresholding (the mirror-descent optimizer of
-    MAXi; Hazan-style AdaGrad step on the hyperbolic-entropy mirror map
-    phi(x) = sum (|x| + b) log(|x| / b + 1) - |x|, b = 1 / n). Per step, per image:
+    """Adaptive exponentiated gradient with l1/l2 thresholding (the optimizer MAXi pairs with its
+    explanation losses): mirror descent with the mirror map of exponentiated gradient with
+    positive and negative weights, phi(x) = sum (|x| + b) log(|x| / b + 1) - |x|, b = 1 / n, and
+    an AdaGrad-norm step size; the proximal step minimises <g, x> + alpha D_phi(x, x_t) +
+    l1 ||x||_1 + l2 / 2 ||x||^2 in closed form. Per step, per image:
 
         lambda += ||g||_inf^2,  alpha = eta sqrt(lambda),
         z = sign(x) log(|x| / b + 1) - g / alpha                       (the dual point)
