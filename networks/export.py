@@ -10,9 +10,11 @@ or two ONNX nodes whose weights are copied verbatim:
     nn.Conv2d            -> Conv (stride, padding, dilation; groups=1, zero padding)
     nn.ReLU / Sigmoid / Tanh -> Relu / Sigmoid / Tanh
     nn.Flatten(1, -1)    -> Flatten(axis=1)
+    nn.Unflatten(1, s)   -> Reshape([-1, *s])
+    nn.PixelShuffle(r)   -> Reshape, Transpose, Reshape (depth to space, as torch orders it)
 
 Nested ``nn.Sequential`` containers are flattened. The graph input is ``"input"`` of
-shape ``[batch, *input_shape]`` and the output ``"logits"`` of shape ``[batch, n]``;
+shape ``[batch, *input_shape]`` and the output ``"logits"`` (or ``output_name``) of shape ``[batch, n]``;
 opset 13, float32.
 """
 
@@ -66,7 +68,8 @@ _ACTIVATIONS: dict[type[torch.nn.Module], str] = {
 }
 
 
-_SUPPORTED = (torch.nn.Linear, torch.nn.Conv2d, torch.nn.Flatten, Normalize, *_ACTIVATIONS)
+_SUPPORTED = (torch.nn.Linear, torch.nn.Conv2d, torch.nn.Flatten, torch.nn.Unflatten, torch.nn.PixelShuffle, Normalize,
+              *_ACTIVATIONS)
 
 
 def _flatten_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -107,6 +110,12 @@ def _unsupported_reason(module: torch.nn.Module, shape: tuple[int, ...]) -> str 
     elif isinstance(module, torch.nn.Flatten):
         if module.start_dim != 1 or module.end_dim != -1:
             return f"{kind}(start_dim={module.start_dim}, end_dim={module.end_dim}) (only 1, -1)"
+    elif isinstance(module, torch.nn.Unflatten):
+        if module.dim != 1 or len(shape) != 1:
+            return f"{kind}(dim={module.dim}) of per-sample shape {shape} (only dim 1 of a flat input)"
+    elif isinstance(module, torch.nn.PixelShuffle):
+        if len(shape) != 3:
+            return f"{kind} needs a (C, H, W) input, got per-sample shape {shape}"
     elif isinstance(module, Normalize):
         n = max(module.mean.numel(), module.std.numel())
         if n != 1 and (not shape or shape[0] != n):
@@ -129,6 +138,7 @@ def to_onnx(
     input_shape: tuple[int, ...],
     path: str | Path,
     name: str = "profit_net",
+    output_name: str = OUTPUT_NAME,
 ) -> onnx.ModelProto:
     """Write ``model`` (per-sample input ``input_shape``, e.g. (1, 28, 28)) to ``path``.
 
@@ -172,10 +182,14 @@ def to_onnx(
         inits.append(numpy_helper.from_array(np.asarray(arr, dtype=np.float32), key))
         return key
 
+    def init_shape(values: list[int], key: str) -> str:
+        inits.append(numpy_helper.from_array(np.asarray(values, dtype=np.int64), key))
+        return key
+
     current = INPUT_NAME
     for i, (module, shape) in enumerate(zip(modules, shapes)):
         last = i == len(modules) - 1
-        out = OUTPUT_NAME if last else f"t{i}"
+        out = output_name if last else f"t{i}"
         p = f"m{i}"
         if isinstance(module, torch.nn.Linear):
             bias = module.bias if module.bias is not None else torch.zeros(module.out_features)
@@ -205,6 +219,17 @@ def to_onnx(
             nodes.append(helper.make_node("Div", [mid, std], [out], name=f"{p}_Div"))
         elif isinstance(module, torch.nn.Flatten):
             nodes.append(helper.make_node("Flatten", [current], [out], name=f"{p}_Flatten", axis=1))
+        elif isinstance(module, torch.nn.Unflatten):
+            target = init_shape([-1, *module.unflattened_size], f"{p}.shape")
+            nodes.append(helper.make_node("Reshape", [current, target], [out], name=f"{p}_Reshape"))
+        elif isinstance(module, torch.nn.PixelShuffle):
+            r, (c, h, w) = module.upscale_factor, shape
+            split, merged = init_shape([-1, c // (r * r), r, r, h, w], f"{p}.split"), init_shape(
+                [-1, c // (r * r), h * r, w * r], f"{p}.merged")
+            nodes.append(helper.make_node("Reshape", [current, split], [f"{p}_split"], name=f"{p}_Reshape"))
+            nodes.append(helper.make_node("Transpose", [f"{p}_split"], [f"{p}_moved"], name=f"{p}_Transpose",
+                                          perm=[0, 1, 4, 2, 5, 3]))
+            nodes.append(helper.make_node("Reshape", [f"{p}_moved", merged], [out], name=f"{p}_Merge"))
         else:
             op = _ACTIVATIONS[next(t for t in _ACTIVATIONS if isinstance(module, t))]
             nodes.append(helper.make_node(op, [current], [out], name=f"{p}_{op}"))
@@ -214,7 +239,7 @@ def to_onnx(
         nodes,
         name,
         [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [BATCH_DIM, *input_shape])],
-        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [BATCH_DIM, out_shape[0]])],
+        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, [BATCH_DIM, out_shape[0]])],
         initializer=inits,
     )
     proto = helper.make_model(graph, producer_name="profit", opset_imports=[helper.make_opsetid("", OPSET)])

@@ -7,7 +7,9 @@
     certify_pp(net, result)[0].status                                    # "certified" or "empirical"
 
 - `components`: `CEMLoss` (PN / PP objectives on logits, feasible boxes), optimizers `FISTA`
-  (slack variable, polynomial decay, exact l1 prox) and `ProjectedAdam`, gradients
+  (slack variable, polynomial decay, exact l1 prox), `ProjectedAdam` and `AdaExpGrad`
+  (adaptive exponentiated gradient with l1/l2 thresholding, MAXi's), gradients
+  `SuperpixelCEMLoss` (one weight per segment of a label map, e.g. `grid_segments`),
   `TorchGradient` (white box), `RandomDirectionGradient` and `FiniteDifferenceGradient`
   (black box, e.g. `RuntimeModel` over onnxruntime).
 - `generator`: `ExplanationGenerator(...).run(image, inference) -> (savepoints, meta)` and
@@ -18,11 +20,12 @@
 
 from profit.cem.certify import CertifiedPN, CertifiedPP, certify_pn, certify_pp
 from profit.cem.components import (
-    FISTA, CEMLoss, FiniteDifferenceGradient, Gradient, Loss, Optimizer, ProjectedAdam, RandomDirectionGradient,
-    RuntimeModel, TorchGradient,
+    FISTA, AdaExpGrad, CEMLoss, FiniteDifferenceGradient, Gradient, Loss, Optimizer, ProjectedAdam,
+    RandomDirectionGradient, RuntimeModel, SuperpixelCEMLoss, TorchGradient, grid_segments,
 )
 from profit.cem.generator import CEMOptions, CEMResult, ExplanationGenerator, cem
 
-__all__ = ["CEMLoss", "CEMOptions", "CEMResult", "CertifiedPN", "CertifiedPP", "ExplanationGenerator", "FISTA",
-           "FiniteDifferenceGradient", "Gradient", "Loss", "Optimizer", "ProjectedAdam", "RandomDirectionGradient",
-           "RuntimeModel", "TorchGradient", "cem", "certify_pn", "certify_pp"]
+__all__ = ["AdaExpGrad", "CEMLoss", "CEMOptions", "CEMResult", "CertifiedPN", "CertifiedPP", "ExplanationGenerator",
+           "FISTA", "FiniteDifferenceGradient", "Gradient", "Loss", "Optimizer", "ProjectedAdam",
+           "RandomDirectionGradient", "RuntimeModel", "SuperpixelCEMLoss", "TorchGradient", "cem", "certify_pn",
+           "certify_pp", "grid_segments"]

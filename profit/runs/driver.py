@@ -26,7 +26,7 @@ from typing import Any
 from tqdm import tqdm
 
 from profit.errors import ProfitError
-from profit.runs.jobs import Job, hard_limit
+from profit.runs.jobs import CEMItem, CEMJob, Job, cem_tasks, hard_limit
 from profit.runs.pool import BACKENDS, Done, ProcessPool, Task, run_serial
 from profit.runs.store import DEFAULT_STORE, Store, decode_json
 
@@ -171,6 +171,35 @@ class Batch:
             return
         with ProcessPool(min(workers, len(self.pending))) as pool:
             yield from pool.run(self.job, self.pending)
+
+
+def explain_many(job: CEMJob, items: Sequence[CEMItem], workers: int = 2,
+                 timeout: float | None = None) -> dict[str, dict[str, Any]]:
+    """Contrastive explanations of many images in a local process pool (`workers` 0: in this
+    process), without a store: {item id: record with "status" ("ok", "timeout": killed after
+    `timeout` seconds, "error": an exception or a dead worker), "error", "meta" and, when ok,
+    the CEM record}. Every id gets an entry and the call returns once all are done: a
+    crashing or hanging item costs its worker (replaced), never the batch; no worker outlives
+    the call."""
+    keys = [item.key for item in items]
+    if len(set(keys)) != len(keys):
+        raise ProfitError("two items of the batch have the same id")
+    tasks = cem_tasks(items, timeout)
+    out: dict[str, dict[str, Any]] = {}
+    if workers == 0:
+        stream: Iterator[Done] = run_serial(job, tasks)
+        for done in stream:
+            out[done.task.key] = _cem_entry(job, done)
+    else:
+        with ProcessPool(min(workers, max(len(tasks), 1))) as pool:
+            for done in pool.run(job, tasks):
+                out[done.task.key] = _cem_entry(job, done)
+    return {key: out[key] for key in keys}
+
+
+def _cem_entry(job: CEMJob, done: Done) -> dict[str, Any]:
+    record = done.record if done.status == "ok" else job.placeholder(done.task, done.status, done.seconds)
+    return {**record, "status": done.status, "error": done.error, "worker": done.worker}
 
 
 def _difference(stored: dict[str, Any], wanted: dict[str, Any], prefix: str = "") -> str:

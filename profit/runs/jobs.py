@@ -17,7 +17,9 @@ gives the same records as the same items run one by one:
 - `FeaturesJob`: `profit.features.run_features` on one image (record: the CSV `Row`, plus
   the image's top-k curves);
 - `ExplainJob`: `profit.explain.Explainer(...).enumerate(...)` on one image of a data set
-  (record: counts, status and the --json document).
+  (record: counts, status and the --json document);
+- `CEMJob`: `profit.cem.cem` on one image keyed by the caller's id and carrying its meta
+  data (record: classes, distance, sparsity, AE error, the explanation, the meta data).
 
 Each job names its store table (`kind`) and columns, says what its items mean as JSON
 (`options`, compared when a run is resumed), fills the record of an item that was killed
@@ -38,6 +40,8 @@ import torch
 from torch import Tensor
 
 from networks.ir import Network
+from profit.cem import CEMOptions, cem, grid_segments
+from profit.cem.components import OPTIMIZERS, check_autoencoder, make_optimizer, reconstruction_error
 from profit.data import ImageSet, fit_to_network, load_network
 from profit.errors import ProfitError
 from profit.explain import ENUMS, MODES, CascadeOracle, ExplainOptions, Explainer, OracleOptions, PixelDomain, Problem
@@ -349,5 +353,90 @@ class ExplainJob:
         return [{**r, "enumeration": r["enumeration"] or "error"} for r in rows]
 
 
-JOBS = (VerifyJob, VnnlibJob, FeaturesJob, ExplainJob)
-Job = VerifyJob | VnnlibJob | FeaturesJob | ExplainJob
+# ---------------------------------------------------------------------------- cem
+
+@dataclass(frozen=True)
+class CEMItem:
+    """One image to explain: its id (the store's item key), pixels in [0, 1] and the caller's
+    meta data (JSON values), returned with its result."""
+
+    key: str
+    image: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def cem_tasks(items: Sequence[CEMItem], timeout: float | None = None) -> list[Task]:
+    """One task per item, keyed by its id, in the given order."""
+    return [Task(item.key, item, position, timeout) for position, item in enumerate(items)]
+
+
+@dataclass(frozen=True)
+class CEMJob:
+    """Contrastive explanations of single images (`profit.cem.cem` on one image per item):
+    the network and autoencoder paths (or shipped names), CEM's options, the optimizer
+    ("fista", "adam" or "adaexpgrad") and, for the superpixel variant, a k x k grid."""
+
+    network: str
+    options: CEMOptions = CEMOptions()
+    optimizer: str = "fista"
+    eta: float = 1.0  # AdaExpGrad's step scale
+    autoencoder: str | None = None  # also gives the AE error with gamma = 0
+    grid: int | None = None  # superpixels: k x k patches
+
+    kind: ClassVar[str] = "cem"
+    columns: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("target", "INTEGER"), ("predicted", "INTEGER"), ("found", "INTEGER"), ("distance", "REAL"), ("c", "REAL"),
+        ("l0", "INTEGER"), ("l1", "REAL"), ("l2", "REAL"), ("ae_error", "REAL"), ("seconds", "REAL"),
+        ("explanation", "TEXT"), ("meta", "TEXT"))
+    json_columns: ClassVar[tuple[str, ...]] = ("explanation", "meta")
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ProfitError(f"unknown optimizer '{self.optimizer}' (choose from {', '.join(OPTIMIZERS)})")
+        if self.options.gamma > 0 and self.autoencoder is None:
+            raise ProfitError("gamma > 0 needs an autoencoder")
+
+    def __call__(self, item: CEMItem) -> dict[str, Any]:
+        import time
+
+        start = time.perf_counter()
+        net = cached_network(self.network)
+        x = fit_to_network(torch.as_tensor(np.asarray(item.image, dtype=np.float64))[None], net,
+                           f"item {item.key}").double()
+        autoencoder = None if self.autoencoder is None else cached_network(self.autoencoder)
+        if autoencoder is not None:
+            check_autoencoder(autoencoder, net)
+        optimizer = make_optimizer(self.optimizer, self.options.lr, self.eta, self.options.original_threshold)
+        segments = None if self.grid is None else grid_segments(tuple(net.input_shape[-2:]), self.grid)
+        result = cem(net, x, self.options, optimizer=optimizer,
+                     autoencoder=autoencoder if self.options.gamma > 0 else None, segments=segments)
+        delta = result.delta[0].reshape(-1)
+        ae_error = None
+        if autoencoder is not None:
+            with torch.no_grad():
+                ae_error = float(reconstruction_error(autoencoder, result.explanation)[0])
+        return {"target": int(result.target[0]), "predicted": int(result.predicted[0]),
+                "found": bool(result.found[0]), "distance": float(result.distance[0]), "c": float(result.c[0]),
+                "l0": int((delta != 0).sum()), "l1": float(delta.abs().sum()), "l2": float(delta.norm()),
+                "ae_error": ae_error, "seconds": time.perf_counter() - start,
+                "explanation": result.explanation[0].tolist(), "meta": item.meta}
+
+    def options_json(self) -> dict[str, Any]:
+        return {name: as_json(getattr(self, name)) for name in
+                ("network", "options", "optimizer", "eta", "autoencoder", "grid")}
+
+    def item_budget(self) -> float | None:
+        return None
+
+    def placeholder(self, task: Task, status: str, seconds: float) -> dict[str, Any]:
+        """A killed or crashed item keeps its meta data, nothing else."""
+        return {"meta": task.payload.meta, "seconds": seconds}
+
+    def results(self, rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Rows by item id: status ("ok" / "timeout" / "error"), error, meta and the record."""
+        return {r["item_key"]: {**{c: r[c] for c, _ in self.columns}, "status": r["status"], "error": r["error"],
+                                "found": bool(r["found"]) if r["found"] is not None else None} for r in rows}
+
+
+JOBS = (VerifyJob, VnnlibJob, FeaturesJob, ExplainJob, CEMJob)
+Job = VerifyJob | VnnlibJob | FeaturesJob | ExplainJob | CEMJob

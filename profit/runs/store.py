@@ -8,7 +8,7 @@
 
 Tables: `runs` (run id, kind, options as JSON, code version (`profit.version.__version__`
 plus the git commit when the code runs from a git checkout), the command line, started /
-finished) and one table per job kind (`verify`, `vnnlib`, `features`, `explain`) holding one
+finished) and one table per job kind (`verify`, `vnnlib`, `features`, `explain`, `cem`) holding one
 row per finished item: run id, item key, position, status ("ok", "timeout" or "error"), the
 error message, worker, wall seconds, finish time, then the kind's own record columns.
 `UNIQUE(run_id, item_key)` makes a duplicate impossible; an item stored with status "error"
@@ -39,7 +39,7 @@ from profit.version import __version__
 DEFAULT_STORE = "profit-runs.sqlite"  # in the current directory
 
 STATUSES = ("ok", "timeout", "error")  # an item's outcome: its own record, killed at its time limit, crashed
-KINDS = ("verify", "vnnlib", "features", "explain")
+KINDS = ("verify", "vnnlib", "features", "explain", "cem")
 Columns = Sequence[tuple[str, str]]  # (name, SQL type) of a kind's record columns
 _COMMON = (("position", "INTEGER"), ("status", "TEXT NOT NULL"), ("error", "TEXT"), ("worker", "TEXT"),
            ("wall_seconds", "REAL"), ("finished_at", "TEXT"))

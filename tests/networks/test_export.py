@@ -127,3 +127,21 @@ def test_unsupported_configurations(model: nn.Sequential, shape: tuple[int, ...]
 def test_non_flat_output_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="flat"):
         to_onnx(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()), (1, 5, 5), tmp_path / "bad.onnx")
+
+
+def test_pixel_shuffle_and_unflatten_round_trip(tmp_path: Path) -> None:
+    """Depth to space as Reshape / Transpose / Reshape in torch's channel order, read back by the IR."""
+    from networks.onnx_import import load_onnx
+
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 32), nn.Unflatten(1, (8, 2, 2)), nn.PixelShuffle(2),
+                          nn.Conv2d(2, 3, 3, padding=1), nn.Sigmoid(), nn.Flatten())
+    proto = _round_trip(model, (3, 2, 2), tmp_path / "shuffle.onnx")
+    assert _op_types(proto) == ["Flatten", "Gemm", "Reshape", "Reshape", "Transpose", "Reshape", "Conv", "Sigmoid",
+                                "Flatten"]
+    net = load_onnx(tmp_path / "shuffle.onnx")
+    x = torch.rand(4, 3, 2, 2)
+    with torch.no_grad():
+        assert torch.allclose(net(x).reshape(4, -1), model(x), atol=1e-6)
+    to_onnx(model, (3, 2, 2), tmp_path / "named.onnx", output_name="reconstruction")
+    assert onnx.load(str(tmp_path / "named.onnx")).graph.output[0].name == "reconstruction"

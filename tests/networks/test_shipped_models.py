@@ -103,3 +103,20 @@ def test_load_mnist_idx_small_file_and_bad_files(tmp_path: Path) -> None:
     corrupt.write_bytes(gzip.compress(b"x" * 100)[:20])
     with pytest.raises(ValueError, match="gzip"):
         load_mnist_idx(corrupt, labs)
+
+
+def test_shipped_autoencoder_has_documented_interface() -> None:
+    """mnist_ae (CEM's gamma term): small, carded, plain ops the IR reads, image in, flat image out in (0, 1)."""
+    path = MODELS / "mnist_ae.onnx"
+    assert path.stat().st_size < 1_000_000 and (MODELS / "mnist_ae.md").is_file()
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    assert {node.op_type for node in proto.graph.node} <= {"Conv", "Relu", "Reshape", "Transpose", "Sigmoid",
+                                                          "Flatten"}
+    session = _session("mnist_ae")
+    (inp,), (out,) = session.get_inputs(), session.get_outputs()
+    assert inp.name == "input" and inp.shape == ["batch", 1, 28, 28]
+    assert out.name == "reconstruction" and out.shape == ["batch", 784]
+    images, _ = load_samples()
+    reconstruction = session.run(None, {"input": images})[0]
+    assert reconstruction.min() > 0 and reconstruction.max() < 1
