@@ -13,6 +13,8 @@ per row. Per batch:
 - pop the lowest-margin parents, split each on its chosen neuron (two children,
   warm-started from the parent's alpha and beta), bound all children in one
   `beta_crown` call (alpha and beta optimised jointly, per child and row);
+- with `conflicts`, drop the children containing a learned conflict before bounding,
+  and learn new ones from the proven children (`profit.bab.conflicts`);
 - drop proven and empty children (float32 margins in (0, near_zero] only after a
   float64 re-bound agrees); try the vertex minimising each open child's linear
   lower bound as a counterexample (and, every tenth of the timeout, PGD on the
@@ -51,6 +53,7 @@ from domains.crown import (
 )
 from domains.deeppoly import LinearBoundOptions
 from networks.ir import Conv, Linear, MaxPool, Network, Sigmoid, Tanh
+from profit.bab.conflicts import Conflicts, phase_slopes, responsible
 from profit.bab.search import Pool, Search, focus_rows
 from profit.outcomes import Counterexample, Outcome, Proven, Unknown
 from specs.properties import Spec
@@ -175,6 +178,34 @@ class _Clause:
             margin[near] = torch.where(margin64 > 0, margin[near], margin64.float().clamp(max=0.0))
         return margin, rows, alpha_out, beta_out, result.coefficients
 
+    def learn(self, b: _Open, store: Conflicts) -> int:
+        """Learn conflicts from the proven children of `b`: bound each child's candidate
+        subsets (`conflicts.responsible`) alone, from the root bounds clamped by the subset
+        and the child's alpha and beta, in one batch; store the proven ones that are
+        smaller than their child's splits. Returns how many were stored."""
+        L = self.layout
+        proven = (b.margin > 0) & torch.isfinite(b.margin) & (b.splits != 0).any(1)
+        idx = proven.nonzero().flatten()
+        if not len(idx) or not all(r in b.coefficients for r in L.relus):
+            return 0
+        B = b.splits.shape[0]
+        A = torch.cat([b.coefficients[r].reshape(B, self.m, -1) for r in L.relus], dim=2)[idx]
+        splits = b.splits[idx]
+        lossless, smaller = responsible(splits, b.rows[idx], b.beta[idx], A, L.lower, L.upper, b.margin[idx])
+        candidates = torch.cat([lossless, smaller])
+        src = idx.repeat(2)
+        fewer = (candidates != 0).sum(1) < (splits != 0).sum(1).repeat(2)
+        candidates, src = candidates[fewer], src[fewer]
+        if not len(src):
+            return 0
+        candidates, first = _unique_rows(candidates)
+        src = src[first]
+        lo, hi = _clamp(L.lower.expand(len(src), -1), L.upper.expand(len(src), -1), candidates)
+        alpha = phase_slopes(b.alpha[src], b.splits[src], candidates)
+        beta = b.beta[src] * (candidates != 0).unsqueeze(1)
+        margin = self.bound(lo, hi, candidates, alpha, beta, BetaOptions(iterations=0), record=False)[0]
+        return store.add(candidates[margin > 0])
+
     def babsr(self, rows: Tensor, lo: Tensor, hi: Tensor, coefficients: dict[str, Tensor]) -> Tensor:
         """BaBSR scores (B, N); -inf where the neuron is stable (or split)."""
         L = self.layout
@@ -266,13 +297,15 @@ def _clause_search(run: Search, clause: _Clause, alpha: Tensor, beta: Tensor) ->
     cap = int(min(options.max_domains, options.memory_bytes // bytes_per))
     pool = Pool()
     stuck = 0
-    opened = _Open(lo, hi, splits, alpha, beta, margin, rows, coefficients)
+    store = Conflicts(layout.n, options.max_conflicts) if options.conflicts else None
+    opened: _Open | None = _Open(lo, hi, splits, alpha, beta, margin, rows, coefficients)
     rounds, last_attack = 0, time.perf_counter()
     while True:
-        outcome = _branch(run, clause, opened, pool)
-        if isinstance(outcome, (Counterexample, Unknown)):
-            return outcome
-        stuck += outcome
+        if opened is not None:
+            outcome = _branch(run, clause, opened, pool)
+            if isinstance(outcome, (Counterexample, Unknown)):
+                return outcome
+            stuck += outcome
         if len(pool) and time.perf_counter() - last_attack > max(_ATTACK_EVERY * (run.timeout or 0), 2.0):
             rounds += 1  # escalate PGD on the whole region: more restarts, a new seed
             cex = run.attack(run.region, restarts=options.attack.restarts * 4 ** min(rounds, 2), steps=100,
@@ -288,18 +321,26 @@ def _clause_search(run: Search, clause: _Clause, alpha: Tensor, beta: Tensor) ->
         start = time.perf_counter()
         _, parents = pool.pop(max(1, run.batch_size(options.relu_batch) // 2))
         P = parents["splits"].shape[0]
-        splits = parents["splits"].repeat(2, 1)
-        rows_idx = torch.arange(P)
-        splits[rows_idx, parents["decision"]] = 1
-        splits[P + rows_idx, parents["decision"]] = -1
-        lo, hi = _clamp(parents["lo"].repeat(2, 1), parents["hi"].repeat(2, 1), splits)
+        src = torch.arange(P).repeat(2)  # child i's parent; the +1 children first
+        splits = parents["splits"][src]
+        splits[torch.arange(P), parents["decision"]] = 1
+        splits[P + torch.arange(P), parents["decision"]] = -1
+        if store is not None:
+            keep = store.prune(splits)
+            run.pruned += 2 * P - len(keep)
+            src, splits = src[keep], splits[keep]
+            if not len(src):
+                opened = None
+                continue
+        lo, hi = _clamp(parents["lo"][src], parents["hi"][src], splits)
         if options.refine:
             lo, hi = clause.refine(lo, hi, splits)
         margin, rows, alpha, beta, coefficients = clause.bound(
-            lo, hi, splits, parents["alpha"].repeat(2, 1, 1), parents["beta"].repeat(2, 1, 1), options.beta,
-            record=True)
+            lo, hi, splits, parents["alpha"][src], parents["beta"][src], options.beta, record=True)
         opened = _Open(lo, hi, splits, alpha, beta, margin, rows, coefficients)
-        run.record_batch(2 * P, time.perf_counter() - start, len(pool))
+        if store is not None:
+            run.conflicts += clause.learn(opened, store)
+        run.record_batch(len(src), time.perf_counter() - start, len(pool))
     if stuck and any(isinstance(n.layer, (Sigmoid, Tanh, MaxPool)) for n in run.net.nodes):
         return Unknown(f"relaxed: {stuck} subdomains with every ReLU fixed stay open "
                        "(Sigmoid/Tanh/MaxPool are relaxed, not split)")
@@ -349,6 +390,15 @@ def _branch(run: Search, clause: _Clause, b: _Open, pool: Pool) -> Counterexampl
     pool.push(margin[go], lo=lo[go], hi=hi[go], splits=splits[go], alpha=alpha[go], beta=beta[go],
               decision=decision[go])
     return stuck
+
+
+def _unique_rows(t: Tensor) -> tuple[Tensor, Tensor]:
+    """The distinct rows of t (k, N) in order of first occurrence, and those first indices."""
+    _, inverse = torch.unique(t, dim=0, return_inverse=True)
+    first = torch.full((int(inverse.max()) + 1,), t.shape[0], dtype=torch.long).scatter_reduce(
+        0, inverse, torch.arange(t.shape[0]), "amin")
+    first = first.sort().values
+    return t[first], first
 
 
 def _try_vertices(run: Search, spec: Spec, rows: Tensor, coefficients: dict[str, Tensor]) -> Counterexample | None:
