@@ -9,15 +9,14 @@ for N <= 2^24). The subdomain of c is the region's box with only c's phase const
 subdomain containing c; a bound proving c's subdomain proves all of them, whatever
 bounds those carry (fixed or refined).
 
-Where candidates come from (`responsible`): a child proven by beta-CROWN with fixed
-root bounds depends on a split j only through (a) its multiplier beta_j and (b) the
-relaxation of its ReLU, exact (identity or 0) when split. Let A_j be the coefficient of
-the ReLU's output in the lower bound of the proving row. If beta_j = 0 and A_j >= 0, the
-unsplit ReLU relaxed from below by alpha_j = 1 (active) or 0 (inactive) gives the same
-linear term, so dropping j leaves the bound unchanged: the "lossless" subset keeps the
-splits with beta_j > 0 or A_j < 0. A second, smaller candidate also drops lossy splits
-(beta_j = 0, A_j < 0) in increasing order of the loss estimate |A_j| (-l_j) (active) or
-|A_j| u_j (inactive), root bounds l, u, while their sum stays within half the margin.
+Where candidates come from: a child proven by beta-CROWN with fixed root bounds
+depends on a split j only through its multiplier beta_j and the relaxation of its ReLU
+(exact, identity or 0, when split). Dropping j alone (`drop_each`: its slope set to the
+phase's, 1 or 0, its beta to 0; one pass without optimisation) measures the margin that
+split carries; the candidates (`budgeted`) drop the cheapest splits while the summed
+loss stays within a share of the margin. A coefficient argument (the ReLU output's
+coefficient A_j >= 0 with beta_j = 0 makes the drop free) would be cheaper, but the
+branching rule splits exactly the neurons with A_j < 0, so it frees almost nothing.
 Candidates are only hints: each is bounded on its own (`relu_split._Clause.learn`) and
 stored only when proven.
 """
@@ -90,28 +89,23 @@ class Conflicts:
         return kept_new
 
 
-def responsible(splits: Tensor, rows: Tensor, beta: Tensor, relu_coefficients: Tensor, lower: Tensor,
-                upper: Tensor, margin: Tensor) -> tuple[Tensor, Tensor]:
-    """Two candidate conflicts (each (B, N) int8) per proven subdomain: the lossless subset
-    and a smaller one dropping lossy splits within half the margin (module docstring).
+def drop_each(splits: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Every split removed alone: (variants (V, N), owner (V,) the row of `splits` (P, N)
+    each comes from, dropped (V,) the neuron it frees), V = number of splits, row-major."""
+    owner, dropped = (splits != 0).nonzero(as_tuple=True)
+    variants = splits[owner].clone()
+    variants[torch.arange(len(owner)), dropped] = 0
+    return variants, owner, dropped
 
-    splits (B, N); rows (B, m) row lower bounds; beta, relu_coefficients (B, m, N);
-    lower, upper (N,) root pre-activation bounds; margin (B,) > 0."""
-    best = rows.argmax(1)
-    pick = best.reshape(-1, 1, 1).expand(-1, 1, splits.shape[1])
-    b = beta.gather(1, pick).squeeze(1)
-    A = relu_coefficients.gather(1, pick).squeeze(1)
-    split = splits != 0
-    lossy = split & (b <= 0) & (A < 0)
-    lossless = torch.where(split & ((b > 0) | lossy), splits, torch.zeros_like(splits))
-    loss = A.abs() * torch.where(splits > 0, -lower.clamp(max=0), upper.clamp(min=0))
-    loss = torch.where(lossy, loss, torch.full_like(loss, float("inf")))
+
+def budgeted(splits: Tensor, loss: Tensor, budget: Tensor) -> Tensor:
+    """Candidates (P, N): `splits` (P, N) without the splits of smallest measured `loss`
+    (P, N; +inf where not split; the margin lost when that split alone is dropped), as
+    many as fit, in increasing order, within `budget` (P,) of summed (non-negative) loss."""
     order = loss.argsort(dim=1, stable=True)
-    spent = loss.gather(1, order).cumsum(1)
-    drop_sorted = spent <= 0.5 * margin.unsqueeze(1)
-    drop = torch.zeros_like(split).scatter(1, order, drop_sorted)
-    smaller = torch.where(drop, torch.zeros_like(splits), lossless)
-    return lossless, smaller
+    spent = loss.gather(1, order).clamp(min=0).cumsum(1)
+    drop = torch.zeros_like(splits, dtype=torch.bool).scatter(1, order, spent <= budget.unsqueeze(1))
+    return torch.where(drop, torch.zeros_like(splits), splits)
 
 
 def phase_slopes(alpha: Tensor, splits: Tensor, kept: Tensor) -> Tensor:

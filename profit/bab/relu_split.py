@@ -53,13 +53,16 @@ from domains.crown import (
 )
 from domains.deeppoly import LinearBoundOptions
 from networks.ir import Conv, Linear, MaxPool, Network, Sigmoid, Tanh
-from profit.bab.conflicts import Conflicts, phase_slopes, responsible
+from profit.bab.conflicts import Conflicts, budgeted, drop_each, phase_slopes
 from profit.bab.search import Pool, Search, focus_rows
 from profit.outcomes import Counterexample, Outcome, Proven, Unknown
 from specs.properties import Spec
 
 _EPS = 1e-12
 _ATTACK_EVERY = 0.1  # share of the timeout between PGD rounds on the whole region during BaB
+_LEARN_PER_BATCH = 16  # proven children per batch that conflicts are learned from
+_LEARN_SHARES = (0.5, 0.9)  # shares of a proven child's margin its candidate conflicts may lose
+_LEARN_ROUNDS = 3  # rounds of shrinking a proven child's splits
 
 
 @dataclass
@@ -179,32 +182,58 @@ class _Clause:
         return margin, rows, alpha_out, beta_out, result.coefficients
 
     def learn(self, b: _Open, store: Conflicts) -> int:
-        """Learn conflicts from the proven children of `b`: bound each child's candidate
-        subsets (`conflicts.responsible`) alone, from the root bounds clamped by the subset
-        and the child's alpha and beta, in one batch; store the proven ones that are
-        smaller than their child's splits. Returns how many were stored."""
+        """Learn conflicts from the proven children of `b` (at most `_LEARN_PER_BATCH`, the
+        largest margins), in `_LEARN_ROUNDS` rounds of: measure what each split carries by
+        bounding the subdomain with it alone dropped; bound the candidates
+        (`conflicts.budgeted`, shares `_LEARN_SHARES` of the margin) alone, from the root
+        bounds clamped by the subset; store the proven ones smaller than their child's
+        splits; go on from the smallest proven candidate of each child. Returns how many
+        conflicts were stored (a later round's may replace an earlier one's)."""
+        score = torch.where((b.margin > 0) & torch.isfinite(b.margin) & ((b.splits != 0).sum(1) > 1),
+                            b.margin, torch.full_like(b.margin, float("nan")))
+        idx = score.nan_to_num(float("-inf")).argsort(descending=True, stable=True)[:_LEARN_PER_BATCH]
+        idx = idx[~score[idx].isnan()].sort().values
+        splits, alpha, beta, margin = b.splits[idx], b.alpha[idx], b.beta[idx], b.margin[idx]
+        stored = 0
+        for _ in range(_LEARN_ROUNDS):
+            if not len(splits):
+                break
+            variants, owner, dropped = drop_each(splits)
+            without = self._bound_subset(variants, alpha[owner], beta[owner], splits[owner],
+                                         BetaOptions(iterations=0))[0]
+            loss = torch.full(splits.shape, float("inf"))
+            loss[owner, dropped] = margin[owner] - without
+            candidates = torch.cat([budgeted(splits, loss, share * margin) for share in _LEARN_SHARES])
+            src = torch.arange(len(splits)).repeat(len(_LEARN_SHARES))
+            fewer = (candidates != 0).sum(1) < (splits[src] != 0).sum(1)
+            candidates, src = candidates[fewer], src[fewer]
+            if not len(src):
+                break
+            candidates, first = _unique_rows(candidates)
+            src = src[first]
+            got, got_alpha, got_beta = self._bound_subset(candidates, alpha[src], beta[src], splits[src],
+                                                          self.run.options.beta)
+            ok = (got > 0).nonzero().flatten()
+            stored += store.add(candidates[ok])
+            width = len(candidates) + 1  # the smallest proven candidate per child (first among equals) goes on
+            key = (candidates[ok] != 0).sum(1) * width + ok
+            best = torch.full((len(splits),), len(splits) * width * width, dtype=torch.long).scatter_reduce(
+                0, src[ok], key, "amin")
+            best = best[best < len(splits) * width * width] % width
+            splits, alpha, beta, margin = candidates[best], got_alpha[best], got_beta[best], got[best]
+        return stored
+
+    def _bound_subset(self, subset: Tensor, alpha: Tensor, beta: Tensor, splits: Tensor,
+                      options: BetaOptions) -> tuple[Tensor, Tensor, Tensor]:
+        """Margins (B,), alpha and beta of the subdomains with only the phases `subset` (B, N), a subset of
+        `splits`: the root bounds clamped by it, the dropped neurons' slopes set to their
+        phase's and their beta to 0 (float32 margins near 0 re-checked in float64)."""
         L = self.layout
-        proven = (b.margin > 0) & torch.isfinite(b.margin) & (b.splits != 0).any(1)
-        idx = proven.nonzero().flatten()
-        if not len(idx) or not all(r in b.coefficients for r in L.relus):
-            return 0
-        B = b.splits.shape[0]
-        A = torch.cat([b.coefficients[r].reshape(B, self.m, -1) for r in L.relus], dim=2)[idx]
-        splits = b.splits[idx]
-        lossless, smaller = responsible(splits, b.rows[idx], b.beta[idx], A, L.lower, L.upper, b.margin[idx])
-        candidates = torch.cat([lossless, smaller])
-        src = idx.repeat(2)
-        fewer = (candidates != 0).sum(1) < (splits != 0).sum(1).repeat(2)
-        candidates, src = candidates[fewer], src[fewer]
-        if not len(src):
-            return 0
-        candidates, first = _unique_rows(candidates)
-        src = src[first]
-        lo, hi = _clamp(L.lower.expand(len(src), -1), L.upper.expand(len(src), -1), candidates)
-        alpha = phase_slopes(b.alpha[src], b.splits[src], candidates)
-        beta = b.beta[src] * (candidates != 0).unsqueeze(1)
-        margin = self.bound(lo, hi, candidates, alpha, beta, BetaOptions(iterations=0), record=False)[0]
-        return store.add(candidates[margin > 0])
+        lo, hi = _clamp(L.lower.expand(len(subset), -1), L.upper.expand(len(subset), -1), subset)
+        alpha = phase_slopes(alpha, splits, subset)
+        beta = beta * (subset != 0).unsqueeze(1)
+        margin, _, alpha, beta, _ = self.bound(lo, hi, subset, alpha, beta, options, record=False)
+        return margin, alpha, beta
 
     def babsr(self, rows: Tensor, lo: Tensor, hi: Tensor, coefficients: dict[str, Tensor]) -> Tensor:
         """BaBSR scores (B, N); -inf where the neuron is stable (or split)."""
@@ -338,8 +367,12 @@ def _clause_search(run: Search, clause: _Clause, alpha: Tensor, beta: Tensor) ->
         margin, rows, alpha, beta, coefficients = clause.bound(
             lo, hi, splits, parents["alpha"][src], parents["beta"][src], options.beta, record=True)
         opened = _Open(lo, hi, splits, alpha, beta, margin, rows, coefficients)
-        if store is not None:
+        if store is not None:  # learn, then close the open children the new conflicts contain (siblings)
             run.conflicts += clause.learn(opened, store)
+            closed = store.matches(opened.splits) & (opened.margin <= 0)
+            store.hits += int(closed.sum())
+            run.pruned += int(closed.sum())
+            opened.margin = torch.where(closed, torch.full_like(opened.margin, float("inf")), opened.margin)
         run.record_batch(len(src), time.perf_counter() - start, len(pool))
     if stuck and any(isinstance(n.layer, (Sigmoid, Tanh, MaxPool)) for n in run.net.nodes):
         return Unknown(f"relaxed: {stuck} subdomains with every ReLU fixed stay open "
