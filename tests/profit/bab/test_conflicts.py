@@ -86,12 +86,12 @@ def test_candidate_helpers() -> None:
 
 def _net(tmp_path: Path, seed: int) -> tuple[nn.Sequential, object]:
     torch.manual_seed(seed)
-    sizes = [8, 24, 24, 24, 3]
+    sizes = [6, 16, 16, 16, 3]
     layers: list[nn.Module] = []
     for a, b in zip(sizes[:-1], sizes[1:]):
         layers += [nn.Linear(a, b), nn.ReLU()]
     model = nn.Sequential(*layers[:-1])
-    to_onnx(model, (8,), tmp_path / f"net{seed}.onnx")
+    to_onnx(model, (6,), tmp_path / f"net{seed}.onnx")
     return model, load_onnx(tmp_path / f"net{seed}.onnx")
 
 
@@ -126,19 +126,18 @@ def _milp_min(model: nn.Sequential, box: Box, row: np.ndarray, phases: np.ndarra
     return float(problem.value)
 
 
-CASES = [(1, 0.3), (2, 0.3), (7, 0.5)]
+CASES = [(1, 0.7), (9, 0.5)]
 
 
 @pytest.mark.parametrize("seed,eps", CASES)
 def test_learned_conflicts_are_proven_alone_and_bab_stays_exact(tmp_path: Path, monkeypatch, seed: int,
                                                                 eps: float) -> None:
-    """Random 8-24-24-24-3 nets on eps-balls that ReLU splitting needs hundreds of
+    """Random 6-16-16-16-3 nets on eps-balls that ReLU splitting needs tens to hundreds of
     subdomains for: every conflict it learns is proven on its own region by an exact MILP
     and by sampling; the verdict matches the exact MILP on the whole region; conflicts
     prune subdomains, and the verdict is the same without them."""
     model, net = _net(tmp_path, seed)
-    torch.manual_seed(seed)
-    x = torch.rand(1, 8)
+    x = torch.rand(1, 6)  # the generator goes on from the weights' seed
     with torch.no_grad():
         label = int(net(x).argmax())
     spec = robustness(torch.tensor([label]), 3)
@@ -150,7 +149,7 @@ def test_learned_conflicts_are_proven_alone_and_bab_stays_exact(tmp_path: Path, 
     options = BabOptions(mode="relu", conflicts=True, attack=AttackOptions(steps=10, restarts=2))
     outcome = check(net, box, spec, timeout=60, options=options)
     rows = spec.C[0].double().numpy()
-    exact = min(_milp_min(model, box, r, np.zeros(72)) for r in rows)
+    exact = min(_milp_min(model, box, r, np.zeros(48)) for r in rows)
     assert exact > 0 and isinstance(outcome, Proven), (exact, outcome)
     assert outcome.stats.conflicts > 0 and outcome.stats.pruned > 0, outcome.stats
     without = check(net, box, spec, timeout=60, options=BabOptions(mode="relu", attack=options.attack))
