@@ -167,3 +167,17 @@ def test_learned_conflicts_are_proven_alone_and_bab_stays_exact(tmp_path: Path, 
         assert min(_milp_min(model, box, r, c) for r in rows) > 0, (k, c)
     inside = ((conflicts.float() @ torch.sign(pre).T) == (conflicts != 0).sum(1, keepdim=True)).T  # (points, K)
     assert bool((margin[inside.any(1)] > 0).all())
+
+
+def test_deterministic_with_conflicts(tmp_path: Path) -> None:
+    """Two runs with conflicts on bound, learn and prune the same."""
+    _, net = _net(tmp_path, 1)
+    x = torch.rand(1, 6)
+    with torch.no_grad():
+        label = int(net(x).argmax())
+    spec = robustness(torch.tensor([label]), 3)
+    options = BabOptions(mode="relu", conflicts=True, attack=AttackOptions(steps=10, restarts=2))
+    runs = [check(net, linf_ball(x, 0.7), spec, timeout=60, options=options).stats for _ in range(2)]
+    assert [(s.domains, s.batches, s.conflicts, s.pruned) for s in runs[:1]] == \
+        [(s.domains, s.batches, s.conflicts, s.pruned) for s in runs[1:]]
+    assert runs[0].conflicts > 0
