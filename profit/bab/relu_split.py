@@ -14,7 +14,9 @@ per row. Per batch:
   warm-started from the parent's alpha and beta), bound all children in one
   `beta_crown` call (alpha and beta optimised jointly, per child and row);
 - with `conflicts`, drop the children containing a learned conflict before bounding,
-  and learn new ones from the proven children (`profit.bab.conflicts`);
+  learn new ones from the proven children (`profit.bab.conflicts`) and close the open
+  children that contain one (off by default: it did not pay on mnistfc 256x4,
+  benchmarks/README.md);
 - drop proven and empty children (float32 margins in (0, near_zero] only after a
   float64 re-bound agrees); try the vertex minimising each open child's linear
   lower bound as a counterexample (and, every tenth of the timeout, PGD on the

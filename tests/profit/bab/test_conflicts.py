@@ -162,7 +162,7 @@ def test_learned_conflicts_are_proven_alone_and_bab_stays_exact(tmp_path: Path, 
     pre = torch.cat([values[name] for name in relu_inputs(net)], dim=1)
     margin = spec.expand(len(points)).margin(values[net.output.name])
     order = (conflicts != 0).sum(1).argsort(stable=True)
-    for k in order[:6].tolist():  # the smallest: the most general claims
+    for k in order[:2].tolist():  # the smallest: the most general claims (an exact MILP takes seconds)
         c = conflicts[k].double().numpy()
         assert min(_milp_min(model, box, r, c) for r in rows) > 0, (k, c)
     inside = ((conflicts.float() @ torch.sign(pre).T) == (conflicts != 0).sum(1, keepdim=True)).T  # (points, K)
