@@ -198,6 +198,8 @@ class _Clause:
         splits, alpha, beta, margin = b.splits[idx], b.alpha[idx], b.beta[idx], b.margin[idx]
         stored = 0
         for _ in range(_LEARN_ROUNDS):
+            more = ((splits != 0).sum(1) > 0).nonzero().flatten()  # an empty subset cannot shrink
+            splits, alpha, beta, margin = splits[more], alpha[more], beta[more], margin[more]
             if not len(splits):
                 break
             variants, owner, dropped = drop_each(splits)
