@@ -2,15 +2,17 @@
 
     .venv/bin/python benchmarks/bab.py --benchmark acasxu --stride 6
     .venv/bin/python benchmarks/bab.py --benchmark mnistfc --limit 10 --timeout 60 --set candidates=4 --set refine=true
+    .venv/bin/python benchmarks/bab.py --benchmark mnistfc --match 256x4.onnx,prop_9_0.03 --timeout 90 --set conflicts=true
 
 Like benchmarks/vnncomp.py (which runs the VNN-LIB front-end and compares with the
 2021 tools), but calls `profit.bab.check_problems` directly and prints per instance
-the outcome, the BaB mode, subdomains bounded, bound calls, most live subdomains and
-seconds, for comparing `BabOptions` (--set NAME=VALUE, repeatable; BetaOptions fields
-as e.g. beta.iterations=10, milp=null to switch MILP tightening and the race off,
-milp.race=0 for the race alone off, milp.layers=0 for the tightening alone off). --only
-keeps named instances; mode "milp" means the racing MILP answered. --timeout-scale multiplies each instance's own timeout,
---timeout caps it. Ends with
+the outcome, the BaB mode, subdomains bounded, bound calls, most live subdomains,
+conflicts learned, subdomains pruned by them and seconds, for comparing `BabOptions` (--set NAME=VALUE,
+repeatable; BetaOptions fields as e.g. beta.iterations=10; milp=null switches MILP tightening and
+the race off, milp.race=0 the race alone, milp.layers=0 the tightening alone; mode "milp" means
+the racing MILP answered). --timeout-scale multiplies each instance's own timeout,
+--timeout caps it; --match A,B keeps the instances whose onnx and vnnlib names contain A
+and B (repeatable: any of them). Ends with
 one summary line: solved UNSAT / SAT, undecided, wrong vs consensus, total seconds,
 subdomains. Not a test: nothing is asserted.
 """
@@ -65,10 +67,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="multiply every instance's timeout (before the cap; default 1)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a BabOptions field, e.g. candidates=4 or beta.iterations=10")
-    parser.add_argument("--only", default="", metavar="NET:PROP,...",
-                        help="keep only these instances, each as a substring of the onnx name, ':', and "
-                             "of the vnnlib name (e.g. 256x4:prop_0_0.03,256x6:prop_5_)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--match", action="append", default=[], metavar="ONNX,VNNLIB",
+                        help="only instances whose names contain both parts (repeatable)")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(args.threads, 1))
     shared = shared_dir()
@@ -80,9 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     folder = root / args.benchmark
     with (folder / f"{args.benchmark}_instances.csv").open(newline="") as f:
         instances = [r for r in csv.reader(f) if r]
-    if args.only:
-        wanted = [w.split(":", 1) for w in args.only.split(",")]
-        instances = [r for r in instances if any(n in r[0] and p in r[1] for n, p in wanted)]
+    if args.match:
+        pairs = [m.partition(",")[::2] for m in args.match]
+        instances = [r for r in instances if any(a in r[0] and b in r[1] for a, b in pairs)]
     instances = instances[::max(args.stride, 1)][:args.limit]
     with (root / "results_2021.csv").open(newline="") as f:
         consensus = {(r["onnx"], r["vnnlib"]): r["consensus"] for r in csv.DictReader(f)
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     totals = {"UNSAT": 0, "SAT": 0, "other": 0, "wrong": 0, "domains": 0}
     start = time.perf_counter()
     print(f"{'onnx':<36} {'vnnlib':<22} {'result':<8} {'consensus':<9} {'mode':<6} {'domains':>8} "
-          f"{'batches':>7} {'live':>7} {'seconds':>8}")
+          f"{'batches':>7} {'live':>7} {'learned':>7} {'pruned':>7} {'seconds':>8}")
     for onnx, vnnlib, timeout in instances:
         net = load_network(folder / onnx.strip())
         problems = load_problems(net, folder / vnnlib.strip())
@@ -108,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         totals["domains"] += outcome.stats.domains
         s = outcome.stats
         print(f"{onnx.strip():<36} {vnnlib.strip():<22} {result:<8} {truth:<9} {s.mode:<6} {s.domains:>8} "
-              f"{s.batches:>7} {s.max_live:>7} {seconds:>8.2f}{'  WRONG' if wrong else ''}", flush=True)
+              f"{s.batches:>7} {s.max_live:>7} {s.conflicts:>7} {s.pruned:>7} {seconds:>8.2f}"
+              f"{'  WRONG' if wrong else ''}", flush=True)
     print(f"\n{args.benchmark}: {len(instances)} instances; UNSAT {totals['UNSAT']}, SAT {totals['SAT']}, "
           f"undecided {totals['other']}, wrong {totals['wrong']}; {time.perf_counter() - start:.1f} s, "
           f"{totals['domains']} subdomains; options {options}")

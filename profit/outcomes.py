@@ -39,6 +39,8 @@ class BabStats:
     batches: int = 0  # bound calls
     max_live: int = 0  # most live subdomains at once
     seconds: float = 0.0
+    conflicts: int = 0  # conflicts learned (ReLU splitting with BabOptions.conflicts)
+    pruned: int = 0  # subdomains pruned by them, never bounded
 
 
 @dataclass(frozen=True)

@@ -150,7 +150,7 @@ def check_problems(net: Network, problems: Sequence[tuple[Box, Spec]], timeout: 
     def total() -> BabStats:
         return BabStats("/".join(sorted({s.mode for s in done})), sum(s.domains for s in done),
                         sum(s.batches for s in done), max((s.max_live for s in done), default=0),
-                        time.perf_counter() - start)
+                        time.perf_counter() - start, sum(s.conflicts for s in done), sum(s.pruned for s in done))
 
     for k, (box, spec) in enumerate(problems):
         share = None

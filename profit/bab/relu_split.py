@@ -13,6 +13,10 @@ per row. Per batch:
 - pop the lowest-margin parents, split each on its chosen neuron (two children,
   warm-started from the parent's alpha and beta), bound all children in one
   `beta_crown` call (alpha and beta optimised jointly, per child and row);
+- with `conflicts`, drop the children containing a learned conflict before bounding,
+  learn new ones from the proven children (`profit.bab.conflicts`) and close the open
+  children that contain one (off by default: it did not pay on mnistfc 256x4,
+  benchmarks/README.md);
 - drop proven and empty children (float32 margins in (0, near_zero] only after a
   float64 re-bound agrees); try the vertex minimising each open child's linear
   lower bound as a counterexample (and, every tenth of the timeout, PGD on the
@@ -61,12 +65,16 @@ from domains.deeppoly import LinearBoundOptions
 from networks.ir import Conv, Linear, MaxPool, Network, Sigmoid, Tanh
 from profit.bab import milp
 from profit.bab.milp import Chain
+from profit.bab.conflicts import Conflicts, budgeted, drop_each, phase_slopes
 from profit.bab.search import Pool, Search, focus_rows
 from profit.outcomes import Counterexample, Outcome, Proven, Unknown
 from specs.properties import Spec
 
 _EPS = 1e-12
 _ATTACK_EVERY = 0.1  # share of the timeout between PGD rounds on the whole region during BaB
+_LEARN_PER_BATCH = 16  # proven children per batch that conflicts are learned from
+_LEARN_SHARES = (0.5, 0.9)  # shares of a proven child's margin its candidate conflicts may lose
+_LEARN_ROUNDS = 3  # rounds of shrinking a proven child's splits
 
 
 @dataclass
@@ -184,6 +192,62 @@ class _Clause:
             margin = margin.clone()
             margin[near] = torch.where(margin64 > 0, margin[near], margin64.float().clamp(max=0.0))
         return margin, rows, alpha_out, beta_out, result.coefficients
+
+    def learn(self, b: _Open, store: Conflicts) -> int:
+        """Learn conflicts from the proven children of `b` (at most `_LEARN_PER_BATCH`, the
+        largest margins), in `_LEARN_ROUNDS` rounds of: measure what each split carries by
+        bounding the subdomain with it alone dropped; bound the candidates
+        (`conflicts.budgeted`, shares `_LEARN_SHARES` of the margin) alone, from the root
+        bounds clamped by the subset; store the proven ones smaller than their child's
+        splits; go on from the smallest proven candidate of each child. Returns how many
+        conflicts were stored (a later round's may replace an earlier one's)."""
+        score = torch.where((b.margin > 0) & torch.isfinite(b.margin) & ((b.splits != 0).sum(1) > 1),
+                            b.margin, torch.full_like(b.margin, float("nan")))
+        idx = score.nan_to_num(float("-inf")).argsort(descending=True, stable=True)[:_LEARN_PER_BATCH]
+        idx = idx[~score[idx].isnan()].sort().values
+        splits, alpha, beta, margin = b.splits[idx], b.alpha[idx], b.beta[idx], b.margin[idx]
+        stored = 0
+        for _ in range(_LEARN_ROUNDS):
+            more = ((splits != 0).sum(1) > 0).nonzero().flatten()  # an empty subset cannot shrink
+            splits, alpha, beta, margin = splits[more], alpha[more], beta[more], margin[more]
+            if not len(splits):
+                break
+            variants, owner, dropped = drop_each(splits)
+            without = self._bound_subset(variants, alpha[owner], beta[owner], splits[owner],
+                                         BetaOptions(iterations=0))[0]
+            loss = torch.full(splits.shape, float("inf"))
+            loss[owner, dropped] = margin[owner] - without
+            candidates = torch.cat([budgeted(splits, loss, share * margin) for share in _LEARN_SHARES])
+            src = torch.arange(len(splits)).repeat(len(_LEARN_SHARES))
+            fewer = (candidates != 0).sum(1) < (splits[src] != 0).sum(1)
+            candidates, src = candidates[fewer], src[fewer]
+            if not len(src):
+                break
+            candidates, first = _unique_rows(candidates)
+            src = src[first]
+            got, got_alpha, got_beta = self._bound_subset(candidates, alpha[src], beta[src], splits[src],
+                                                          self.run.options.beta)
+            ok = (got > 0).nonzero().flatten()
+            stored += store.add(candidates[ok])
+            width = len(candidates) + 1  # the smallest proven candidate per child (first among equals) goes on
+            key = (candidates[ok] != 0).sum(1) * width + ok
+            best = torch.full((len(splits),), len(splits) * width * width, dtype=torch.long).scatter_reduce(
+                0, src[ok], key, "amin")
+            best = best[best < len(splits) * width * width] % width
+            splits, alpha, beta, margin = candidates[best], got_alpha[best], got_beta[best], got[best]
+        return stored
+
+    def _bound_subset(self, subset: Tensor, alpha: Tensor, beta: Tensor, splits: Tensor,
+                      options: BetaOptions) -> tuple[Tensor, Tensor, Tensor]:
+        """Margins (B,), alpha and beta of the subdomains with only the phases `subset` (B, N), a subset of
+        `splits`: the root bounds clamped by it, the dropped neurons' slopes set to their
+        phase's and their beta to 0 (float32 margins near 0 re-checked in float64)."""
+        L = self.layout
+        lo, hi = _clamp(L.lower.expand(len(subset), -1), L.upper.expand(len(subset), -1), subset)
+        alpha = phase_slopes(alpha, splits, subset)
+        beta = beta * (subset != 0).unsqueeze(1)
+        margin, _, alpha, beta, _ = self.bound(lo, hi, subset, alpha, beta, options, record=False)
+        return margin, alpha, beta
 
     def babsr(self, rows: Tensor, lo: Tensor, hi: Tensor, coefficients: dict[str, Tensor]) -> Tensor:
         """BaBSR scores (B, N); -inf where the neuron is stable (or split)."""
@@ -327,13 +391,15 @@ def _clause_search(run: Search, clause: _Clause, alpha: Tensor, beta: Tensor) ->
     cap = int(min(options.max_domains, options.memory_bytes // bytes_per))
     pool = Pool()
     stuck = 0
-    opened = _Open(lo, hi, splits, alpha, beta, margin, rows, coefficients)
+    store = Conflicts(layout.n, options.max_conflicts) if options.conflicts else None
+    opened: _Open | None = _Open(lo, hi, splits, alpha, beta, margin, rows, coefficients)
     rounds, last_attack = 0, time.perf_counter()
     while True:
-        outcome = _branch(run, clause, opened, pool)
-        if isinstance(outcome, (Counterexample, Unknown)):
-            return outcome
-        stuck += outcome
+        if opened is not None:
+            outcome = _branch(run, clause, opened, pool)
+            if isinstance(outcome, (Counterexample, Unknown)):
+                return outcome
+            stuck += outcome
         if len(pool) and time.perf_counter() - last_attack > max(_ATTACK_EVERY * (run.timeout or 0), 2.0):
             rounds += 1  # escalate PGD on the whole region: more restarts, a new seed
             cex = run.attack(run.region, restarts=options.attack.restarts * 4 ** min(rounds, 2), steps=100,
@@ -349,18 +415,30 @@ def _clause_search(run: Search, clause: _Clause, alpha: Tensor, beta: Tensor) ->
         start = time.perf_counter()
         _, parents = pool.pop(max(1, run.batch_size(options.relu_batch) // 2))
         P = parents["splits"].shape[0]
-        splits = parents["splits"].repeat(2, 1)
-        rows_idx = torch.arange(P)
-        splits[rows_idx, parents["decision"]] = 1
-        splits[P + rows_idx, parents["decision"]] = -1
-        lo, hi = _clamp(parents["lo"].repeat(2, 1), parents["hi"].repeat(2, 1), splits)
+        src = torch.arange(P).repeat(2)  # child i's parent; the +1 children first
+        splits = parents["splits"][src]
+        splits[torch.arange(P), parents["decision"]] = 1
+        splits[P + torch.arange(P), parents["decision"]] = -1
+        if store is not None:
+            keep = store.prune(splits)
+            run.pruned += 2 * P - len(keep)
+            src, splits = src[keep], splits[keep]
+            if not len(src):
+                opened = None
+                continue
+        lo, hi = _clamp(parents["lo"][src], parents["hi"][src], splits)
         if options.refine:
             lo, hi = clause.refine(lo, hi, splits)
         margin, rows, alpha, beta, coefficients = clause.bound(
-            lo, hi, splits, parents["alpha"].repeat(2, 1, 1), parents["beta"].repeat(2, 1, 1), options.beta,
-            record=True)
+            lo, hi, splits, parents["alpha"][src], parents["beta"][src], options.beta, record=True)
         opened = _Open(lo, hi, splits, alpha, beta, margin, rows, coefficients)
-        run.record_batch(2 * P, time.perf_counter() - start, len(pool))
+        if store is not None:  # learn, then close the open children the new conflicts contain (siblings)
+            run.conflicts += clause.learn(opened, store)
+            closed = store.matches(opened.splits) & (opened.margin <= 0)
+            store.hits += int(closed.sum())
+            run.pruned += int(closed.sum())
+            opened.margin = torch.where(closed, torch.full_like(opened.margin, float("inf")), opened.margin)
+        run.record_batch(len(src), time.perf_counter() - start, len(pool))
     if stuck and any(isinstance(n.layer, (Sigmoid, Tanh, MaxPool)) for n in run.net.nodes):
         return Unknown(f"relaxed: {stuck} subdomains with every ReLU fixed stay open "
                        "(Sigmoid/Tanh/MaxPool are relaxed, not split)")
@@ -410,6 +488,15 @@ def _branch(run: Search, clause: _Clause, b: _Open, pool: Pool) -> Counterexampl
     pool.push(margin[go], lo=lo[go], hi=hi[go], splits=splits[go], alpha=alpha[go], beta=beta[go],
               decision=decision[go])
     return stuck
+
+
+def _unique_rows(t: Tensor) -> tuple[Tensor, Tensor]:
+    """The distinct rows of t (k, N) in order of first occurrence, and those first indices."""
+    _, inverse = torch.unique(t, dim=0, return_inverse=True)
+    first = torch.full((int(inverse.max()) + 1,), t.shape[0], dtype=torch.long).scatter_reduce(
+        0, inverse, torch.arange(t.shape[0]), "amin")
+    first = first.sort().values
+    return t[first], first
 
 
 def _try_vertices(run: Search, spec: Spec, rows: Tensor, coefficients: dict[str, Tensor]) -> Counterexample | None:

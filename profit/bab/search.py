@@ -52,6 +52,9 @@ class BabOptions:
     refine: recompute the children's pre-activation bounds by CROWN (else the root's,
     with the split neurons clamped, stay fixed and only beta carries the splits);
     near_zero: float32 spec bounds in (0, near_zero] are re-checked in float64;
+    conflicts: learn conflicts in ReLU splitting (`profit.bab.conflicts`: subsets of a
+    proven child's splits, proven on their own) and prune every child containing one;
+    max_conflicts: most conflicts kept per clause (the smallest);
     attack: the PGD run on the whole region first; seed: every random choice;
     milp: MILP-tightened pre-activation bounds and a racing exact MILP for ReLU splitting
     when the root bound leaves the spec open (`profit.bab.milp`; None: off).
@@ -72,6 +75,8 @@ class BabOptions:
     candidates: int = 4
     refine: bool = False
     near_zero: float = 1e-5
+    conflicts: bool = False
+    max_conflicts: int = 4096
     attack: AttackOptions = AttackOptions(steps=50, restarts=10)
     seed: int = 0
     milp: MilpOptions | None = MilpOptions()
@@ -81,8 +86,8 @@ class BabOptions:
             raise ProfitError(f"bab input_branching must be 'smear' or 'sb', got '{self.input_branching}'")
         if self.mode not in MODES:
             raise ProfitError(f"bab mode must be one of {', '.join(MODES)}, got '{self.mode}'")
-        if min(self.input_batch, self.relu_batch, self.max_domains, self.candidates) < 1:
-            raise ProfitError("bab batch sizes, max_domains and candidates must be >= 1")
+        if min(self.input_batch, self.relu_batch, self.max_domains, self.candidates, self.max_conflicts) < 1:
+            raise ProfitError("bab batch sizes, max_domains, candidates and max_conflicts must be >= 1")
         if not self.batch_seconds > 0:
             raise ProfitError(f"bab batch_seconds must be > 0, got {self.batch_seconds}")
 
@@ -156,6 +161,7 @@ class Search:
         self.onnx = onnx if onnx is not None and onnx.is_file() else None
         self._net64: Network | None = None
         self.domains = self.batches = self.max_live = 0
+        self.conflicts = self.pruned = 0  # conflicts learned, children pruned by them
         self.mode = "attack"
         self._per_domain: float | None = None
         self.stage_end = math.inf  # an earlier end of the current search stage (see relu_split.search)
@@ -203,7 +209,8 @@ class Search:
         return None
 
     def stats(self) -> BabStats:
-        return BabStats(self.mode, self.domains, self.batches, self.max_live, time.perf_counter() - self.start)
+        return BabStats(self.mode, self.domains, self.batches, self.max_live, time.perf_counter() - self.start,
+                        self.conflicts, self.pruned)
 
     def batch_size(self, cap: int) -> int:
         """Subdomains for the next batch: about `batch_seconds` of work (and at most a

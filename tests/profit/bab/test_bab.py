@@ -135,12 +135,12 @@ def _check_verdict(outcome, net, box: Box, spec: Spec, margin: float, name: str)
 
 def test_random_networks_match_exact_milp(tmp_path: Path) -> None:
     """>= 200 random properties: input splitting (auto mode) decides all, never wrongly;
-    ReLU splitting (with LP leaves) on every third, the same."""
+    ReLU splitting (with LP leaves and learned conflicts) on every third, the same."""
     n = 0
     for k, (net, box, spec, margin, name) in enumerate(_cases(tmp_path, n_nets=42, per_net=5)):
         _check_verdict(check(net, box, spec, timeout=30, options=FAST), net, box, spec, margin, name)
         if k % 3 == 0:
-            relu = BabOptions(mode="relu", attack=FAST.attack, root=FAST.root)
+            relu = BabOptions(mode="relu", attack=FAST.attack, root=FAST.root, conflicts=True)
             _check_verdict(check(net, box, spec, timeout=30, options=relu), net, box, spec, margin, name + "/relu")
         n += 1
     assert n >= 200
