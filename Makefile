@@ -23,7 +23,7 @@ demo: setup  # verify (with branch and bound), explain a "5" over a 20-pixel pat
 	$(VENV)/bin/profit verify --complete --no-progress
 	$(VENV)/bin/profit explain -p $(PATCH_5) -d 23 --enum both --save --outdir demo-out/explain
 	$(VENV)/bin/profit features mnist_mlp --count 5 --save-dir demo-out/features
-	$(VENV)/bin/profit cem mnist_mlp -d 0,1,2 --mode pn --kappa 2 --iterations 150 --c-steps 3 --certify --save-dir demo-out/cem
+	$(VENV)/bin/profit cem mnist_mlp -d 0,1,2 --mode pn --kappa 2 --gamma 1 --ae mnist_ae --iterations 150 --c-steps 3 --certify --save-dir demo-out/cem
 	$(VENV)/bin/profit attribute mnist_mlp -d 0 --method saliency --certify 0.0001 --save-dir demo-out/attribution
 
 test: setup  # two pytest workers with one torch thread each (2 cores)
