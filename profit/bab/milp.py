@@ -352,8 +352,11 @@ def tighten(net: Network, chain: Chain, region: Box, bounds: dict[str, tuple[Ten
             options: MilpOptions, until: float, stop: float | None = None
             ) -> tuple[dict[str, tuple[Tensor, Tensor]], TightenStats]:
     """Pre-activation bounds (batch 1) of the chain's ReLU layers tightened by MILP until
-    `until` (time.perf_counter()); every returned bound is within the given one. Later
-    layers are recomputed by CROWN over each tightened layer (`stop`: its hard deadline)."""
+    `until` (time.perf_counter()); every returned bound is within the given one. Earlier
+    layers first: a layer gets all the time left until each of its unstable neurons has had
+    its MILP (on 256x4 prop_10_0.05 an equal split per layer decided 31 of the 82 layer-2
+    neurons, this order all 82). Later layers are recomputed by CROWN over each tightened
+    layer (`stop`: its hard deadline)."""
     started = time.perf_counter()
     names = chain.names
     lower = region.lower.double().reshape(-1).numpy()
@@ -367,7 +370,6 @@ def tighten(net: Network, chain: Chain, region: Box, bounds: dict[str, tuple[Ten
         now = time.perf_counter()
         if now >= until:
             break
-        layer_until = now + (until - now) / (last - k)
         l, u = current[names[k]]
         unstable = np.nonzero((l < 0) & (u > 0))[0]
         stats.unstable_before.append(len(unstable))
@@ -380,7 +382,7 @@ def tighten(net: Network, chain: Chain, region: Box, bounds: dict[str, tuple[Ten
         _JOB.clear()
         _JOB.update(chain=chain, lower=lower, upper=upper, k=k,
                     bounds=[current[n] for n in names[:k]])
-        results = _run_pool(tasks, options.workers, layer_until)
+        results = _run_pool(tasks, options.workers, until)
         _JOB.clear()
         l, u = l.copy(), u.copy()
         for j, sense, dual in results:
