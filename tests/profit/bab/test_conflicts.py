@@ -26,14 +26,6 @@ from specs.properties import robustness
 from specs.regions import Box, linf_ball
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _int8(rows: list[list[int]]) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.int8)
 

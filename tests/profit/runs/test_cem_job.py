@@ -5,7 +5,6 @@ stored batch."""
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
@@ -15,20 +14,9 @@ from networks.datasets import load_samples
 from profit.cem import CEMOptions
 from profit.errors import ProfitError
 from profit.runs import Batch, CEMItem, CEMJob, RunOptions, cem_tasks, explain_many
+from tests.profit.runs.test_pool import _pid_alive as _alive
 
 JOB = CEMJob("mnist_mlp", CEMOptions(mode="PN", max_iter=30, c_steps=2), autoencoder="mnist_ae")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie is dead too
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _items() -> list[CEMItem]:
