@@ -9,8 +9,8 @@ The packages below this one are `networks` (ONNX -> typed IR, concrete forward,
 shipped models), `specs` (input regions, output properties, VNN-LIB) and `domains`
 (one module per abstract domain). This package holds one subpackage per use of the
 bounds (see the README's layout section): `data`, `attacks`, `bab`, `verify`,
-`features`, `explain`, `train`, `viz`, `testing` and the `profit` command line
-(`profit.cli`, also `python -m profit`). The names below are loaded on first use, so
+`features`, `explain`, `train`, `cem`, `attribution`, `runs`, `viz`, `testing` and the
+`profit` command line (`profit.cli`, also `python -m profit`). The names below are loaded on first use, so
 `import profit` costs little.
 
     import profit
@@ -33,6 +33,8 @@ bounds (see the README's layout section): `data`, `attacks`, `bab`, `verify`,
     explainer = profit.Explainer(profit.load_network("mnist_5v6"), five, patch, binary)
     for e in explainer.enumerate("axp", limit=10):           # AXps, and the CXps met on the way
         print(e.kind, e.literals)                             # axp ((512, 0.0),) ...
+    saliency = profit.Saliency(net).attribute(x, target=y)                             # |d logit_y / dx|
+    certified = profit.gradient_bounds(net, x, eps=1e-4, target=y).constant            # same map over the ball?
 """
 
 import importlib
@@ -51,6 +53,8 @@ _MODULES = {  # the module that defines each public name
                       "summarize", "summary_line", "verify_images"),
     "profit.features": ("ProofFeatures",),
     "profit.explain": ("Explainer", "Explanation", "PixelDomain"),
+    "profit.cem": ("CEMOptions", "CEMResult", "ExplanationGenerator", "cem", "certify_pn", "certify_pp"),
+    "profit.attribution": ("IntegratedGradients", "LRP", "Saliency", "SmoothGrad", "gradient_bounds", "manipulate"),
     "profit.viz": ("run_grid", "save_run"),
 }
 _EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
@@ -75,7 +79,9 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from networks import Network, load_onnx
     from profit.attacks import AttackOptions, confirm, pgd, quick_attack
+    from profit.attribution import IntegratedGradients, LRP, Saliency, SmoothGrad, gradient_bounds, manipulate
     from profit.bab import BabOptions, check
+    from profit.cem import CEMOptions, CEMResult, ExplanationGenerator, cem, certify_pn, certify_pp
     from profit.data import ImageSet, load_images, load_input, load_network, load_sample
     from profit.errors import ProfitError
     from profit.explain import Explainer, Explanation, PixelDomain

@@ -31,6 +31,7 @@ def test_docstring_example_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(scope["outcome"], (profit.Proven, profit.Counterexample, profit.Unknown))
     assert scope["features"].batch_size == 1
     assert scope["e"].kind in ("axp", "cxp") and scope["e"].literals
+    assert scope["saliency"].shape == scope["x"].shape and scope["certified"].shape == (1,)
 
 
 def test_readme_python_example_runs(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
