@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/vnncomp.py --benchmark test
     .venv/bin/python benchmarks/vnncomp.py --benchmark acasxu --limit 20 --stride 9 --timeout-scale 0.05
     .venv/bin/python benchmarks/vnncomp.py --benchmark rl_benchmarks --timeout 10
+    .venv/bin/python benchmarks/vnncomp.py --benchmark mnistfc --match 256x4.onnx, --unknown-timeout-scale 0.25
 
 Reads ../shared/benchmarks/vnncomp2021/<name>/<name>_instances.csv (lines
 `onnx,vnnlib,timeout`, no header) and results_2021.csv (one row per instance:
@@ -14,7 +15,8 @@ replaces every instance's timeout.
 Each instance runs in-process through `profit.verify.vnnlib.decide` with its timeout
 times --timeout-scale; --limit N keeps N instances, taking every --stride-th one.
 --unknown-timeout-scale sets another scale for the instances no 2021 tool solved;
---retry CSV reruns only the instances an earlier --out CSV left undecided.
+--retry CSV reruns only the instances an earlier --out CSV left undecided; --match A,B
+keeps the instances whose onnx and vnnlib names contain A and B (repeatable).
 Writes one row per instance (--out, CSV) and prints: solved UNSAT, solved SAT,
 unknown/timeout, wrong vs consensus (must be 0), total time; then the 2021 tools'
 counts on the same instances. Not a test: nothing is asserted.
@@ -80,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retry", type=Path, metavar="CSV",
                         help="only the instances that an earlier --out CSV left undecided (not sat/unsat)")
     parser.add_argument("--timeout", type=float, help="seconds per instance, replacing the CSV's (then scaled)")
+    parser.add_argument("--match", action="append", default=[], metavar="ONNX,VNNLIB",
+                        help="only instances whose onnx and vnnlib names contain both parts (repeatable)")
     parser.add_argument("--out", type=Path, help="CSV with one row per instance")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: steadier timings on a shared machine)")
@@ -106,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         instances = [i for i in instances if (i.onnx, i.vnnlib) in undecided]
+    if args.match:
+        pairs = [m.partition(",")[::2] for m in args.match]
+        instances = [i for i in instances if any(a in i.onnx and b in i.vnnlib for a, b in pairs)]
     instances = instances[::max(args.stride, 1)][:args.limit]
     reference, tools = read_results(root / "results_2021.csv", args.benchmark) if year == "2021" else ({}, [])
     rows, nets = [], {}
