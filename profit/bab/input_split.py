@@ -379,7 +379,7 @@ def search(run: Search) -> Outcome:
                 t[0].numel() for t in inherited.values()) + 8 * lower.shape[1] + 8)))
             if len(child_lo):  # none when every open box is too small to split
                 pool.push(_center_margins(run, child_lo, child_hi), lower=child_lo, upper=child_hi, **inherited)
-        run.record_batch(popped, time.perf_counter() - start, len(pool))
+        run.record_batch(popped, time.perf_counter() - start)
         stop = run.halt(len(pool), cap)
         if stop is not None:
             return stop

@@ -303,7 +303,7 @@ def search(run: Search) -> Outcome:
     spec, options = run.spec, run.options
     start = time.perf_counter()
     root, layout, margin, rows, alpha, beta = _root(run, None)
-    run.record_batch(1, time.perf_counter() - start, 1)
+    run.record_batch(1, time.perf_counter() - start)
     if bool(margin[0] > 0):
         return Proven()
     chain = Chain.of(run.net) if options.milp is not None and run.timeout is not None and milp.available() else None
@@ -438,7 +438,7 @@ def _clause_search(run: Search, clause: _Clause, alpha: Tensor, beta: Tensor) ->
             store.hits += int(closed.sum())
             run.pruned += int(closed.sum())
             opened.margin = torch.where(closed, torch.full_like(opened.margin, float("inf")), opened.margin)
-        run.record_batch(len(src), time.perf_counter() - start, len(pool))
+        run.record_batch(len(src), time.perf_counter() - start)
     if stuck and any(isinstance(n.layer, (Sigmoid, Tanh, MaxPool)) for n in run.net.nodes):
         return Unknown(f"relaxed: {stuck} subdomains with every ReLU fixed stay open "
                        "(Sigmoid/Tanh/MaxPool are relaxed, not split)")

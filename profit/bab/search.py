@@ -199,6 +199,7 @@ class Search:
         """Why a search loop with `live` open subdomains must stop: the racing MILP answered,
         over the memory cap, or work left after the deadline; None to go on (or finish, when
         live is 0)."""
+        self.max_live = max(self.max_live, live)  # called after each batch's children are pushed
         decided = self.race_outcome()
         if decided is not None:
             return decided
@@ -222,10 +223,10 @@ class Search:
             target = min(target, max(0.05 * self.timeout, 0.02), max(self.remaining(), 0.02))
         return max(1, min(cap, int(target / self._per_domain)))
 
-    def record_batch(self, n: int, seconds: float, live: int) -> None:
+    def record_batch(self, n: int, seconds: float) -> None:
+        """Count a bounded batch of n subdomains and update the per-subdomain cost."""
         self.domains += n
         self.batches += 1
-        self.max_live = max(self.max_live, live)
         per = seconds / max(n, 1)
         self._per_domain = per if self._per_domain is None else 0.5 * self._per_domain + 0.5 * per
 
