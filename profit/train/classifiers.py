@@ -439,7 +439,8 @@ data split, training command and held-out accuracy.
 
 | file | what |
 |---|---|
-{rows}| `mnist_ae.onnx`, `mnist_ae.md` | convolutional MNIST autoencoder for CEM's gamma term (`python -m profit.train.autoencoder`; see the card for the held-out reconstruction error) |
+{rows}| `profit/` | ProFIt's published networks rebuilt from their state dicts and exported to ONNX (`networks/profit_zoo.py`; see `profit/README.md`) |
+| `mnist_ae.onnx`, `mnist_ae.md` | convolutional MNIST autoencoder for CEM's gamma term (`python -m profit.train.autoencoder`; see the card for the held-out reconstruction error) |
 | `mnist_samples.npz` | MNIST test images 0-99, never used for training: `images` uint8 (100, 28, 28), `labels` int64 (100,), `source` (provenance string). Load with `networks.datasets.load_samples()` |
 
 Training data: MNIST test images 2,000-9,999; evaluation: test images 0-1,999 (only the
