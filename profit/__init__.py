@@ -10,8 +10,8 @@ shipped models), `specs` (input regions, output properties, VNN-LIB) and `domain
 (one module per abstract domain). This package holds one subpackage per use of the
 bounds (see the README's layout section): `data`, `attacks`, `bab`, `verify`,
 `features`, `explain`, `train`, `cem`, `attribution`, `runs`, `viz`, `testing` and the
-`profit` command line (`profit.cli`, also `python -m profit`). The names below are loaded on first use, so
-`import profit` costs little.
+`profit` command line (`profit.cli`, also `python -m profit`). The names below are loaded
+on first use, so `import profit` costs little.
 
     import profit
     net = profit.load_onnx("networks/models/mnist_mlp.onnx")
