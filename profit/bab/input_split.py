@@ -376,7 +376,7 @@ def search(run: Search) -> Outcome:
             inherited = {f"{side}:{name}": b[ok].repeat(2, *[1] * (b.dim() - 1))
                          for name, (l, u) in bounds.items() for side, b in (("l", l), ("u", u))}
             cap = min(options.max_domains, int(options.memory_bytes // (4 * sum(
-                t[0].numel() for t in inherited.values()) + 8 * lower.shape[1] + 8)))
+                t.shape[1:].numel() for t in inherited.values()) + 8 * lower.shape[1] + 8)))  # per box; none may be left
             if len(child_lo):  # none when every open box is too small to split
                 pool.push(_center_margins(run, child_lo, child_hi), lower=child_lo, upper=child_hi, **inherited)
         run.record_batch(popped, time.perf_counter() - start)
