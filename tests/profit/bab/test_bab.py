@@ -471,3 +471,42 @@ SAMPLE = [
 @pytest.mark.parametrize("benchmark,onnx,vnnlib", SAMPLE)
 def test_vnncomp_sample_matches_consensus(benchmark: str, onnx: str, vnnlib: str) -> None:
     assert _decide(benchmark, onnx, vnnlib, timeout=60) == _consensus(benchmark)[(onnx, vnnlib)]
+
+
+def test_one_step_wide_coordinate_keeps_the_other_coordinates_attackable(tmp_path: Path) -> None:
+    """x0 is one float32 step wide (a decimal point bound rounded outward), x1 in [0, 1]; the
+    counterexamples need x1 > 0.5. The attack region keeps x1's room and puts x0 at one end
+    of its step, so the counterexample is found (collapsing the whole box to its lower
+    corner left only x1 = 0, which is no counterexample)."""
+    model = nn.Sequential(nn.Linear(2, 2))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[0.0, 0.0], [0.0, 1.0]]))
+        model[0].bias.copy_(torch.tensor([0.5, 0.0]))
+    to_onnx(model, (2,), tmp_path / "lin.onnx")
+    net = load_onnx(tmp_path / "lin.onnx")
+    tenth = torch.tensor(0.1, dtype=torch.float32)
+    lower = torch.tensor([[torch.nextafter(tenth, torch.tensor(0.0)).item(), 0.0]])
+    box = Box(lower, torch.tensor([[tenth.item(), 1.0]]))
+    outcome = check_problems(net, [(box, robustness(torch.tensor([0]), 2))], timeout=20)
+    assert isinstance(outcome, Counterexample), outcome
+    assert bool(box.contains(outcome.x.reshape(1, 2))[0]) and float(outcome.x.flatten()[1]) > 0.5
+
+
+def test_input_splitting_ends_when_no_open_box_can_be_halved(tmp_path: Path) -> None:
+    """Every point of a 32-float32-step box violates the spec, but the attack region (one safe
+    point outside it) confirms none, so the open boxes are halved down to single floats:
+    Unknown, not a crash (the memory cap was computed from the first of zero children)."""
+    model = nn.Sequential(nn.Linear(1, 2))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[0.0], [1.0]]))
+        model[0].bias.copy_(torch.tensor([0.5, 0.0]))
+    to_onnx(model, (1,), tmp_path / "lin.onnx")
+    net = load_onnx(tmp_path / "lin.onnx")
+    upper = torch.tensor(0.75)
+    for _ in range(32):
+        upper = torch.nextafter(upper, torch.tensor(1.0))
+    box = Box(torch.full((1, 1), 0.75), upper.reshape(1, 1))
+    safe = torch.full((1, 1), 0.25)
+    outcome = check(net, box, robustness(torch.tensor([0]), 2), timeout=30, options=BabOptions(mode="input"),
+                    attack_region=Box(safe, safe))
+    assert isinstance(outcome, Unknown) and outcome.reason.startswith("precision: 32 boxes"), outcome
