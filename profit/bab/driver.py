@@ -121,7 +121,8 @@ def check_problems(net: Network, problems: Sequence[tuple[Box, Spec]], timeout: 
     problem first; then each problem gets an equal share of the time left for its BaB
     (time a problem does not use passes on). inward: counterexamples must lie one
     float32 step inside each box (`strictly_inside`), for boxes rounded outward from
-    decimal bounds, as the VNN-LIB parser does; attack_regions: where counterexamples of
+    decimal bounds, as the VNN-LIB parser does (a coordinate only one step wide holds no
+    such point: it sits at one end, the other coordinates keep their room); attack_regions: where counterexamples of
     each problem must lie when known exactly (e.g. `VnnlibProblem.inner`, the float32 box
     inside the written bounds, which keeps bounds that float32 represents exactly), None
     entries falling back to `inward`.
@@ -130,8 +131,8 @@ def check_problems(net: Network, problems: Sequence[tuple[Box, Spec]], timeout: 
     regions = []
     for k, (box, spec) in enumerate(problems):
         attack_region = None if attack_regions is None else attack_regions[k]
-        if inward and attack_region is None:  # a coordinate one float32 step wide holds no point surely inside:
-            attack_region = strictly_inside(box)[0]  # it sits at one end (within a step); the others keep their room
+        if inward and attack_region is None:
+            attack_region = strictly_inside(box)[0]
         regions.append(attack_region)
         if len(problems) > 1:
             left = None if timeout is None else timeout - (time.perf_counter() - start)

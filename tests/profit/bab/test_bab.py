@@ -28,7 +28,7 @@ from domains import backsub
 from domains.crown import (
     BetaOptions, Subdomains, beta_crown, forward_bounds, optimized_bounds, relu_inputs, root_subdomains,
 )
-from networks import MODELS_DIR, load_onnx
+from networks import MODELS_DIR, Network, load_onnx
 from networks.export import to_onnx
 from profit.bab import relu_split as bab_relu
 from profit.attacks import AttackOptions
@@ -473,17 +473,22 @@ def test_vnncomp_sample_matches_consensus(benchmark: str, onnx: str, vnnlib: str
     assert _decide(benchmark, onnx, vnnlib, timeout=60) == _consensus(benchmark)[(onnx, vnnlib)]
 
 
+def _half_vs_last(tmp_path: Path, n_in: int) -> Network:
+    """A linear net with logits (0.5, x[-1]): class 0 holds exactly where x[-1] < 0.5."""
+    model = nn.Sequential(nn.Linear(n_in, 2))
+    with torch.no_grad():
+        model[0].weight.zero_()[1, -1] = 1.0
+        model[0].bias.copy_(torch.tensor([0.5, 0.0]))
+    to_onnx(model, (n_in,), tmp_path / "lin.onnx")
+    return load_onnx(tmp_path / "lin.onnx")
+
+
 def test_one_step_wide_coordinate_keeps_the_other_coordinates_attackable(tmp_path: Path) -> None:
     """x0 is one float32 step wide (a decimal point bound rounded outward), x1 in [0, 1]; the
     counterexamples need x1 > 0.5. The attack region keeps x1's room and puts x0 at one end
     of its step, so the counterexample is found (collapsing the whole box to its lower
     corner left only x1 = 0, which is no counterexample)."""
-    model = nn.Sequential(nn.Linear(2, 2))
-    with torch.no_grad():
-        model[0].weight.copy_(torch.tensor([[0.0, 0.0], [0.0, 1.0]]))
-        model[0].bias.copy_(torch.tensor([0.5, 0.0]))
-    to_onnx(model, (2,), tmp_path / "lin.onnx")
-    net = load_onnx(tmp_path / "lin.onnx")
+    net = _half_vs_last(tmp_path, 2)
     tenth = torch.tensor(0.1, dtype=torch.float32)
     lower = torch.tensor([[torch.nextafter(tenth, torch.tensor(0.0)).item(), 0.0]])
     box = Box(lower, torch.tensor([[tenth.item(), 1.0]]))
@@ -496,16 +501,8 @@ def test_input_splitting_ends_when_no_open_box_can_be_halved(tmp_path: Path) -> 
     """Every point of a 32-float32-step box violates the spec, but the attack region (one safe
     point outside it) confirms none, so the open boxes are halved down to single floats:
     Unknown, not a crash (the memory cap was computed from the first of zero children)."""
-    model = nn.Sequential(nn.Linear(1, 2))
-    with torch.no_grad():
-        model[0].weight.copy_(torch.tensor([[0.0], [1.0]]))
-        model[0].bias.copy_(torch.tensor([0.5, 0.0]))
-    to_onnx(model, (1,), tmp_path / "lin.onnx")
-    net = load_onnx(tmp_path / "lin.onnx")
-    upper = torch.tensor(0.75)
-    for _ in range(32):
-        upper = torch.nextafter(upper, torch.tensor(1.0))
-    box = Box(torch.full((1, 1), 0.75), upper.reshape(1, 1))
+    net = _half_vs_last(tmp_path, 1)
+    box = Box(torch.full((1, 1), 0.75), torch.full((1, 1), 0.75 + 32 * 2.0 ** -24))  # float32 steps are 2^-24 here
     safe = torch.full((1, 1), 0.25)
     outcome = check(net, box, robustness(torch.tensor([0]), 2), timeout=30, options=BabOptions(mode="input"),
                     attack_region=Box(safe, safe))
